@@ -1,0 +1,12 @@
+"""kerasface: face-attribute recipes on TensorFlow 2.21 / Keras 3.
+
+Five published systems as named recipes (`python -m kerasface.train --paper=KEY`), TFRecord input
+pipelines, one tf.distribute training loop, SavedModel export for TF Serving and TFLite for phones.
+"""
+
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) buries the tool's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

@@ -1,0 +1,226 @@
+"""Frozen dataclass configs, `--set a.b=c` overrides, and config.json round trips.
+
+A paper recipe returns one `PaperConfig`; everything a run does is read from it, and the resolved
+config is written as `config.json` beside every output so a run can be re-created exactly.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random geometric and photometric changes applied to training images (landmarks follow)."""
+
+    flip: bool = True  # horizontal flip; left/right landmarks and pose labels are swapped too
+    max_shift: float = 0.05  # translation, as a fraction of the image side
+    min_scale: float = 0.95
+    max_scale: float = 1.05
+    max_rotation: float = 10.0  # degrees
+    brightness: float = 0.1  # max delta, on a 0..1 scale
+    contrast: float = 0.1  # max relative change
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mtfl"
+    root: str = ""  # raw dataset folder; empty -> the dataset's environment variable
+    tfrecords: str = ""  # converted shards; empty -> tfrecords/<dataset>-<crop>
+    crop: str = "nose_centred_150"  # crop applied at conversion (kerasface.faces.crops)
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    num_shards: int = 4  # shards per split written by the converter
+    shuffle_buffer: int = 4096
+    cache: bool = True  # keep decoded, resized images in memory (MTFL fits easily)
+    deterministic: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One output head: a classification attribute or the five landmarks."""
+
+    name: str  # "gender", "smile", "glasses", "pose", "landmarks", ...
+    kind: str = "classification"  # or "landmarks"
+    num_classes: int = 2
+    loss_weight: float = 1.0
+    # Task-wise early stopping (TCDCN): stop training this head when its validation loss has not
+    # improved for this many evaluations. 0 keeps it training to the end.
+    early_stop_patience: int = 0
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage; fine-tuning recipes chain several (new layers first, then all)."""
+
+    name: str = "train"
+    # "all", "new_layers" (the heads), or comma-separated glob patterns over layer names.
+    trainable: str = "all"
+    optimizer: str = "sgd"  # sgd, rmsprop, adam, adamw
+    lr: float = 0.01
+    schedule: str = "constant"  # constant, step, exponential, polynomial
+    decay_steps: int = 0  # exponential / polynomial
+    decay_rate: float = 0.1  # exponential factor, or the factor applied at each step boundary
+    boundaries: tuple[int, ...] = ()  # step schedule
+    end_lr: float = 0.0  # polynomial
+    power: float = 1.0  # polynomial
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    steps: int = 0  # optimizer steps; 0 -> derived from `epochs`
+    epochs: float = 0.0
+    eval_every: int = 200
+    # (glob over layer names, multiplier) pairs: Caffe-style per-layer learning rates.
+    lr_multipliers: tuple[tuple[str, float], ...] = ()
+    # Train only the new head on features of the frozen backbone computed once and cached.
+    bottleneck: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    input_size: int
+    channels: int = 3
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    tasks: tuple[TaskConfig, ...] = ()
+    # True: each classification task is trained as its own single-task model (canal's setting).
+    separate_tasks: bool = False
+    weights: str = ""  # "" random init, "imagenet", or a path to a weights file
+    stages: tuple[StageConfig, ...] = (StageConfig(),)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    crops: tuple[str, ...] = ("nose_centred_150",)  # crops compared; each is its own conversion
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    # (model key, attribute, crop) -> accuracy the paper reports on its test set
+    reported: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    mixed_precision: bool = False
+    demo: bool = False
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _parse_value(raw: str, current: Any) -> Any:
+    """Parse a `--set` value in the type of the value it replaces."""
+    if isinstance(current, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if isinstance(current, int):
+        return int(float(raw)) if raw.strip().lstrip("-").replace(".", "", 1).isdigit() else int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    if isinstance(current, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def override(obj: Any, path: str, raw: str) -> Any:
+    """Return a copy of `obj` with the dotted `path` set to `raw` (parsed in the old value's type).
+
+    Paths go through dataclass fields, dict keys and tuple indices:
+    `models.tcdcn_multitask.stages.0.lr=0.001`, `data.augment.flip=false`.
+    """
+    head, _, rest = path.partition(".")
+    if dataclasses.is_dataclass(obj):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if head not in names:
+            raise KeyError(f"--set {path}: {type(obj).__name__} has no field {head!r}; fields: {', '.join(names)}")
+        current = getattr(obj, head)
+        new = override(current, rest, raw) if rest else _parse_value(raw, current)
+        return dataclasses.replace(obj, **{head: new})
+    if isinstance(obj, dict):
+        if rest:
+            if head not in obj:
+                raise KeyError(f"--set {path}: no key {head!r}; keys: {', '.join(map(str, obj))}")
+            return {**obj, head: override(obj[head], rest, raw)}
+        return {**obj, head: _parse_value(raw, obj.get(head))}
+    if isinstance(obj, tuple):
+        try:
+            index = int(head)
+            current = obj[index]
+        except (ValueError, IndexError):
+            raise KeyError(f"--set {path}: {head!r} is not an index of a tuple of {len(obj)}") from None
+        new = override(current, rest, raw) if rest else _parse_value(raw, current)
+        return obj[:index] + (new,) + obj[index + 1 :]
+    raise KeyError(f"--set {path}: cannot descend into {type(obj).__name__}")
+
+
+def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        cfg = override(cfg, key.strip(), value)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- json
+
+
+def to_dict(cfg: Any) -> Any:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: Any, data: Any) -> Any:
+    """Rebuild a (nested) config dataclass from `to_dict` output."""
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        kwargs = {f.name: from_dict(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data}
+        return cls(**kwargs)
+    origin = typing.get_origin(cls)
+    args = typing.get_args(cls)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_dict(args[0], v) for v in data)
+        return tuple(from_dict(a, v) for a, v in zip(args, data))
+    if origin is dict:
+        return {k: from_dict(args[1], v) for k, v in data.items()}
+    if origin in (typing.Union, types.UnionType):
+        return data
+    return data
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_config(cfg: Any, folder: str | os.PathLike, name: str = "config.json") -> Path:
+    path = Path(folder) / name
+    write_json(path, {"kind": type(cfg).__name__, "config": to_dict(cfg)})
+    return path
+
+
+def read_config(path: str | os.PathLike) -> Any:
+    payload = json.loads(Path(path).read_text())
+    kinds = {c.__name__: c for c in (PaperConfig, ModelConfig, DataConfig, StageConfig, TaskConfig)}
+    return from_dict(kinds[payload["kind"]], payload["config"])

@@ -1,0 +1,40 @@
+"""Dataset readers, TFRecord conversion, the tf.data pipeline and the demo dataset.
+
+Each dataset module registers a `DatasetSpec` in DATASETS: how to find it, how to read its splits,
+its label names, and which list files identify its version (hashed into the manifest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from kerasface.registry import Registry
+
+
+@dataclass(frozen=True)
+class FaceAnnotation:
+    path: str  # image path relative to the dataset root, forward slashes
+    landmarks: np.ndarray  # (5, 2) float32 (x, y) pixels; NaN when the dataset has none
+    labels: dict[str, int]  # attribute -> 0-based class index
+    line: int = 0  # 1-based line in the list file, for error messages
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    env_var: str
+    labels: dict[str, tuple[str, ...]]
+    resolve_root: Callable[[str | None], Path]
+    read_splits: Callable[[Path, float, int], dict[str, list[FaceAnnotation]]]
+    source_files: Callable[[Path], list[Path]]
+    # Horizontal flip swaps some classes (head pose left <-> right): class index permutations.
+    flip_permutations: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+from kerasface.data import mtfl  # noqa: E402,F401  (registration)

@@ -1,0 +1,215 @@
+"""Convert a dataset on disk into sharded TFRecords plus manifest.json.
+
+    python -m kerasface.data.convert --dataset mtfl --root PATH --out tfrecords/mtfl [--crop nose_centred_150]
+
+Images are read, cropped by a named crop scheme (kerasface.faces.crops) and stored encoded, with
+landmarks (in crop pixels) and every label. Work is spread over processes; shards are written
+under temporary names and renamed when complete, and manifest.json is written last, so an
+interrupted run never leaves output that looks finished. Missing or corrupt images are skipped,
+counted and listed in the manifest (`--strict` makes them fatal).
+
+This module's top level imports no TensorFlow so that worker processes start light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from kerasface.data import DATASETS, FaceAnnotation
+from kerasface.faces.crops import CROPS, apply_crop
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    split: str
+    root: str
+    face: FaceAnnotation
+    crop: str
+    image_format: str
+    quality: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    index: int
+    split: str
+    source: str
+    encoded: bytes | None
+    shape: tuple[int, int, int]
+    landmarks: np.ndarray
+    labels: dict[str, int]
+    error: str = ""
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode any image file to RGB uint8; raises OSError/ValueError on missing or corrupt files."""
+    with Image.open(path) as img:
+        img.load()  # forces a full decode, so truncated files fail here
+        return np.asarray(img.convert("RGB"))
+
+
+def encode(image: np.ndarray, image_format: str, quality: int) -> bytes:
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    buffer = io.BytesIO()
+    if image_format == "png":
+        pil.save(buffer, format="PNG")
+    else:
+        pil.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def prepare(job: Job) -> Prepared:
+    face = job.face
+    try:
+        image = read_rgb(Path(job.root) / face.path)
+        crop, landmarks = apply_crop(job.crop, image, face.landmarks)
+        encoded = encode(crop, job.image_format, job.quality)
+        return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels)
+    except FileNotFoundError:
+        reason = "missing file"
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for corrupt or unknown data
+        reason = f"unreadable image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, reason)
+
+
+def _run_jobs(jobs: list[Job], workers: int):
+    if workers <= 1:
+        yield from map(prepare, jobs)
+        return
+    # spawn: the parent may hold an initialised TensorFlow runtime, which must not be forked.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(prepare, jobs, chunksize=16)
+
+
+def convert(
+    dataset: str,
+    root: str | None,
+    out: str | os.PathLike,
+    crop: str = "nose_centred_150",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    shards: int = 4,
+    workers: int = 0,
+    image_format: str = "jpeg",
+    quality: int = 95,
+    strict: bool = False,
+    progress: bool = True,
+    limit: int = 0,
+) -> dict:
+    """Convert `dataset` at `root` into `out`; returns the manifest written there."""
+    from tqdm import tqdm
+
+    from kerasface.config import write_json
+    from kerasface.data.tfrecord import MANIFEST, SCHEMA_VERSION, ShardedWriter, make_example, sha256_file
+
+    spec = DATASETS.get(dataset)
+    scheme = CROPS.get(crop)
+    root_path = spec.resolve_root(root)
+    splits = spec.read_splits(root_path, val_fraction, seed)
+    if limit:
+        splits = {name: faces[:limit] for name, faces in splits.items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # A new conversion replaces the old one: remove its finished files first so no mix remains.
+    for old in list(out.glob("*.tfrecord")) + list(out.glob("*.partial")) + [out / MANIFEST]:
+        old.unlink(missing_ok=True)
+
+    jobs = [
+        Job(i, split, str(root_path), face, crop, image_format, quality)
+        for split, faces in splits.items()
+        for i, face in enumerate(faces)
+    ]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    writers = {split: ShardedWriter(out, split, max(1, min(shards, len(faces)))) for split, faces in splits.items()}
+    counts = {split: {name: dict.fromkeys(labels, 0) for name, labels in spec.labels.items()} for split in splits}
+    skipped: list[dict] = []
+    started = time.perf_counter()
+    try:
+        bar = tqdm(_run_jobs(jobs, workers), total=len(jobs), desc=f"convert {dataset}", unit="img",
+                   disable=not progress, file=sys.stderr)
+        for item in bar:
+            if item.encoded is None:
+                if strict:
+                    raise RuntimeError(f"{root_path / item.source}: {item.error} (--strict)")
+                skipped.append({"path": item.source, "split": item.split, "reason": item.error})
+                bar.set_postfix(skipped=len(skipped))
+                continue
+            height, width, channels = item.shape
+            writers[item.split].write(
+                make_example(item.encoded, image_format, height, width, channels, item.source, item.landmarks, item.labels)
+            )
+            for name, value in item.labels.items():
+                if value >= 0:
+                    counts[item.split][name][spec.labels[name][value]] += 1
+        files = {split: [p.name for p in writer.close()] for split, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    seconds = time.perf_counter() - started
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "crop": crop,
+        "image_size": list(scheme.size) if scheme.size else None,
+        "channels": 1 if scheme.grayscale else 3,
+        "image_format": image_format,
+        "attributes": {name: list(labels) for name, labels in spec.labels.items()},
+        "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "splits": {
+            split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
+            for split in splits
+        },
+        "skipped": skipped,
+        "sources": {str(p.relative_to(root_path)): sha256_file(p) for p in spec.source_files(root_path)},
+        "seconds": round(seconds, 2),
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kerasface.data.convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS.names())}")
+    parser.add_argument("--root", help="dataset folder (default: the dataset's environment variable, e.g. $KERASFACE_MTFL)")
+    parser.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+    parser.add_argument("--crop", default="nose_centred_150", help=f"crop scheme: {', '.join(CROPS.names())}")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split")
+    parser.add_argument("--workers", type=int, default=0, help="processes (default: CPU count, at most 8)")
+    parser.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    parser.add_argument("--strict", action="store_true", help="fail on the first missing or corrupt image")
+    parser.add_argument("--limit", type=int, default=0, help="convert at most N faces per split (smoke tests)")
+    args = parser.parse_args(argv)
+    try:
+        manifest = convert(args.dataset, args.root, args.out, args.crop, args.val_fraction, args.seed, args.shards,
+                           args.workers, args.image_format, args.quality, args.strict, limit=args.limit)
+    except (KeyError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    total = sum(s["records"] for s in manifest["splits"].values())
+    per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
+    print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "
+          f"skipped {len(manifest['skipped'])}")
+    for item in manifest["skipped"][:20]:
+        print(f"  skipped {item['path']}: {item['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

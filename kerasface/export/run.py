@@ -1,0 +1,293 @@
+"""Read a training run folder and choose what to export from it.
+
+A run folder (written by `kerasface.train`):
+
+    RUN_DIR/config.json             {"kind": "PaperConfig", "config": {...}}
+    RUN_DIR/metrics.json            {"models": {UNIT: {"val": {TASK: {...}}, "test": {TASK: {...}}}}}
+    RUN_DIR/models/UNIT/model.keras the trained Keras model
+    RUN_DIR/models/UNIT/unit.json   unit, model_key, arch, crop, input_size, channels, tasks, val, test
+    RUN_DIR/tfrecords.json          {"train": [...], "val": [...], "test": [...]}
+
+Selection (`select_heads`): an export answers each attribute with one model ("head"); all heads of
+one export read the same input crop, so the heads are chosen within one crop scheme:
+
+1. candidates: every unit of the run, or with `model` only the unit of that name or the units of
+   that model key;
+2. per crop scheme and attribute, the unit with the best validation score (accuracy, higher is
+   better; landmarks: NME, lower is better); ties go to the unit answering more attributes (fewer
+   models in the graph), then to the unit name;
+3. the crop scheme covering the most attributes wins, then the one with the higher mean validation
+   accuracy. Attributes only available under another crop are listed as `dropped`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LANDMARK_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# metric names where lower is better (landmark errors, losses)
+LOWER_IS_BETTER = ("nme", "mean_error", "error", "mae", "mse", "failure_rate", "failure_rate_10pct", "loss")
+
+
+class RunError(ValueError):
+    """A run folder that cannot be exported; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "classification" | "landmarks"
+    labels: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Unit:
+    name: str
+    model_key: str
+    arch: str
+    crop: str
+    input_size: tuple[int, int]  # (height, width)
+    channels: int
+    tasks: tuple[Task, ...]
+    folder: Path
+    val: dict[str, Any] = field(default_factory=dict)  # TASK -> number or metric dict
+    test: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / "model.keras"
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.folder / 'unit.json'}: unit {self.name} has no task {name!r}")
+
+    def describe(self) -> dict:
+        return {"unit": self.name, "model_key": self.model_key, "arch": self.arch, "crop": self.crop,
+                "input_size": list(self.input_size), "channels": self.channels,
+                "tasks": [t.name for t in self.tasks]}
+
+
+@dataclass
+class Run:
+    folder: Path
+    config: dict  # the raw config.json payload
+    metrics: dict
+    units: dict[str, Unit]
+    tfrecords: dict[str, list[str]]
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("config", {}).get("name") or self.folder.name)
+
+    def records(self, split: str) -> list[str]:
+        files = self.tfrecords.get(split) or []
+        if not files:
+            raise RunError(f"{self.folder / 'tfrecords.json'}: no {split!r} shards listed")
+        out = []
+        for f in files:
+            p = Path(f)
+            if not p.is_absolute() and not p.exists():
+                p = self.folder / p  # relative to the run folder
+            if not p.is_file():
+                raise RunError(f"{self.folder / 'tfrecords.json'}: {split} shard {f} does not exist")
+            out.append(str(p))
+        return out
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise RunError(f"{path}: missing ({what})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def landmark_labels(given: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The 10 landmark output labels (x1, y1, ..., x5, y5); 5 point names expand to name_x, name_y."""
+    given = list(given or [])
+    if len(given) == 10:
+        return tuple(map(str, given))
+    points = given if len(given) == 5 else list(LANDMARK_POINTS)
+    return tuple(f"{p}_{c}" for p in points for c in "xy")
+
+
+def _parse_unit(folder: Path, metrics: dict) -> Unit:
+    path = folder / "unit.json"
+    data = _read_json(path, "written by kerasface.train for each trained model")
+    missing = [k for k in ("unit", "crop", "input_size", "channels", "tasks") if k not in data]
+    if missing:
+        raise RunError(f"{path}: missing field(s) {', '.join(missing)}")
+    size = data["input_size"]
+    if isinstance(size, int):
+        size = [size, size]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        raise RunError(f"{path}: field input_size: expected [height, width], got {data['input_size']!r}")
+    channels = int(data["channels"])
+    if channels not in (1, 3):
+        raise RunError(f"{path}: field channels: expected 1 or 3, got {channels}")
+    tasks = []
+    for i, t in enumerate(data["tasks"]):
+        if not isinstance(t, dict) or "name" not in t:
+            raise RunError(f"{path}: tasks[{i}]: expected an object with a name")
+        kind = t.get("kind", "classification")
+        if kind == "landmarks":
+            labels = landmark_labels(t.get("labels"))
+        elif kind == "classification":
+            labels = tuple(map(str, t.get("labels") or ()))
+            if not labels:
+                raise RunError(f"{path}: tasks[{i}] ({t['name']}): a classification task needs its labels")
+        else:
+            raise RunError(f"{path}: tasks[{i}] ({t['name']}): kind must be classification or landmarks, got {kind!r}")
+        tasks.append(Task(str(t["name"]), kind, labels))
+    unit = str(data["unit"])
+    run_metrics = metrics.get("models", {}).get(unit, {})
+    val = dict(data.get("val") or {})
+    test = dict(data.get("test") or {})
+    # metrics.json holds the full metric dicts; prefer them over unit.json's bare numbers
+    for split, target in (("val", val), ("test", test)):
+        for task, value in (run_metrics.get(split) or {}).items():
+            target[task] = value
+    return Unit(
+        name=unit,
+        model_key=str(data.get("model_key") or unit.split("-")[0]),
+        arch=str(data.get("arch", "")),
+        crop=str(data["crop"]),
+        input_size=(int(size[0]), int(size[1])),
+        channels=channels,
+        tasks=tuple(tasks),
+        folder=folder,
+        val=val,
+        test=test,
+    )
+
+
+def load_run(run_dir: str | Path) -> Run:
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise RunError(f"{folder}: no such run folder")
+    config = _read_json(folder / "config.json", "the run's resolved config")
+    metrics_path = folder / "metrics.json"
+    metrics = _read_json(metrics_path, "validation/test metrics") if metrics_path.exists() else {"models": {}}
+    tfrecords_path = folder / "tfrecords.json"
+    tfrecords = _read_json(tfrecords_path, "the run's TFRecord shards") if tfrecords_path.exists() else {}
+    models_dir = folder / "models"
+    units: dict[str, Unit] = {}
+    if models_dir.is_dir():
+        for sub in sorted(models_dir.iterdir()):
+            if (sub / "unit.json").is_file() and (sub / "model.keras").is_file():
+                unit = _parse_unit(sub, metrics)
+                units[unit.name] = unit
+    if not units:
+        raise RunError(f"{models_dir}: no trained model (expected models/UNIT/model.keras with unit.json)")
+    return Run(folder, config, metrics, units, tfrecords)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def score(unit: Unit, task: Task, split: str = "val") -> float:
+    """A 'higher is better' number for `task` of `unit` on `split`; -inf when there is none."""
+    value = (unit.val if split == "val" else unit.test).get(task.name)
+    if isinstance(value, dict):
+        if value.get("accuracy") is not None:
+            return float(value["accuracy"])
+        for key in LOWER_IS_BETTER:
+            if value.get(key) is not None:
+                return -float(value[key])
+        return -math.inf
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        # landmarks carry an error (NME >= 0), possibly stored as -NME (the trainer's score)
+        return -abs(float(value)) if task.kind == "landmarks" else float(value)
+    return -math.inf
+
+
+def metric_summary(unit: Unit, task: Task, split: str) -> dict:
+    value = (unit.val if split == "val" else unit.test).get(task.name)
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"nme" if task.kind == "landmarks" else "accuracy": abs(float(value)) if task.kind == "landmarks" else float(value)}
+    return {}
+
+
+@dataclass
+class Selection:
+    crop: str
+    heads: dict[str, Unit]  # attribute -> unit answering it (insertion order = output order)
+    rule: str
+    dropped: dict[str, str] = field(default_factory=dict)  # attribute -> why
+
+    @property
+    def units(self) -> list[Unit]:
+        seen: dict[str, Unit] = {}
+        for unit in self.heads.values():
+            seen.setdefault(unit.name, unit)
+        return list(seen.values())
+
+    def tasks_of(self, unit: Unit) -> list[Task]:
+        return [unit.task(name) for name, u in self.heads.items() if u.name == unit.name]
+
+    def describe(self) -> dict:
+        return {
+            "rule": self.rule,
+            "crop": self.crop,
+            "heads": {t: u.name for t, u in self.heads.items()},
+            "dropped": dict(self.dropped),
+        }
+
+
+def select_heads(run: Run, model: str | None = None) -> Selection:
+    """Choose one unit per attribute (see the module docstring)."""
+    units = list(run.units.values())
+    if model:
+        units = [u for u in units if u.name == model or u.model_key == model]
+        if not units:
+            keys = sorted({u.model_key for u in run.units.values()})
+            raise RunError(f"{run.folder}: --model {model!r} matches no trained model; units: "
+                           f"{', '.join(run.units)}; model keys: {', '.join(keys)}")
+    by_crop: dict[str, list[Unit]] = {}
+    for u in units:
+        by_crop.setdefault(u.crop, []).append(u)
+
+    def best_for(crop_units: list[Unit]) -> dict[str, Unit]:
+        order: list[str] = []
+        for u in crop_units:
+            for t in u.tasks:
+                if t.name not in order:
+                    order.append(t.name)
+        chosen = {}
+        for name in order:
+            cands = [u for u in crop_units if any(t.name == name for t in u.tasks)]
+            cands.sort(key=lambda u: (-score(u, u.task(name)), -len(u.tasks), u.name))
+            chosen[name] = cands[0]
+        return chosen
+
+    options = []
+    for crop, crop_units in by_crop.items():
+        heads = best_for(crop_units)
+        accs = [score(u, u.task(t)) for t, u in heads.items() if u.task(t).kind == "classification"]
+        accs = [a for a in accs if math.isfinite(a)]
+        mean_acc = sum(accs) / len(accs) if accs else -math.inf
+        options.append((len(heads), mean_acc, crop, heads))
+    options.sort(key=lambda o: (-o[0], -o[1], o[2]))
+    _, _, crop, heads = options[0]
+    dropped = {}
+    for _, _, other, other_heads in options[1:]:
+        for t in other_heads:
+            if t not in heads and t not in dropped:
+                dropped[t] = f"only trained on crop {other!r}; the export reads crop {crop!r}"
+    scope = f"model {model!r}" if model else "all models of the run"
+    rule = (f"best validation score per attribute among {scope}, within one crop scheme "
+            f"(most attributes, then highest mean accuracy); accuracy higher is better, landmark NME lower")
+    return Selection(crop=crop, heads=heads, rule=rule, dropped=dropped)

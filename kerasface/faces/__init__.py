@@ -1,0 +1,1 @@
+"""Faces: crop schemes (and, with the faces issue, detection and alignment)."""

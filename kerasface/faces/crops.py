@@ -1,0 +1,245 @@
+"""Named crop schemes: image + five landmarks in, face crop + landmarks in crop pixels out.
+
+Every converter and every prediction goes through `apply_crop`, so a model sees at inference
+exactly the crop it was trained on. A crop that falls outside the image is zero-padded.
+Landmarks are (5, 2) arrays of (x, y) in pixels, in the order left eye, right eye, nose,
+left mouth corner, right mouth corner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from kerasface.registry import Registry
+
+CropFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class CropScheme:
+    name: str
+    size: tuple[int, int] | None  # (height, width); None keeps the source size
+    grayscale: bool
+    fn: CropFn
+    description: str = ""
+    uses_box: bool = False  # fn accepts box=(x, y, w, h), a detector box to use instead of the landmarks'
+
+
+CROPS: Registry[CropScheme] = Registry("crop scheme")
+
+
+def register_crop(
+    name: str,
+    size: tuple[int, int] | None,
+    grayscale: bool = False,
+    description: str = "",
+    uses_box: bool = False,
+):
+    def add(fn: CropFn) -> CropFn:
+        doc = description or (fn.__doc__ or "").strip()
+        CROPS.register(name)(CropScheme(name, size, grayscale, fn, doc, uses_box))
+        return fn
+
+    return add
+
+
+def crop_box(image: np.ndarray, left: int, top: int, width: int, height: int) -> np.ndarray:
+    """Cut [top:top+height, left:left+width], zero-padding whatever lies outside the image."""
+    out = np.zeros((height, width) + image.shape[2:], dtype=image.dtype)
+    h, w = image.shape[:2]
+    src_x0, src_y0 = max(left, 0), max(top, 0)
+    src_x1, src_y1 = min(left + width, w), min(top + height, h)
+    if src_x1 > src_x0 and src_y1 > src_y0:
+        out[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = image[src_y0:src_y1, src_x0:src_x1]
+    return out
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as tf.image.rgb_to_grayscale computes it; keeps a trailing channel axis."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image
+    gray = image[..., :3].astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], np.float32)
+    return np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None]
+
+
+def apply_crop(
+    name: str, image: np.ndarray, landmarks: np.ndarray, box=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop `image` (uint8 HxWxC) by the scheme `name` from its five landmarks ((5, 2) x, y).
+
+    box: optional (x, y, width, height) detector box; schemes that frame the face by a box
+    (`uses_box`) use it instead of the box derived from the landmarks; others ignore it.
+    Returns (crop, landmarks in crop pixels float32).
+    """
+    scheme = CROPS.get(name)
+    landmarks = np.asarray(landmarks, np.float32)
+    if box is not None and scheme.uses_box:
+        cropped, points = scheme.fn(image, landmarks, box=box)
+    else:
+        cropped, points = scheme.fn(image, landmarks)
+    if scheme.grayscale:
+        cropped = to_grayscale(cropped)
+    if scheme.size is not None and cropped.shape[:2] != scheme.size:
+        raise AssertionError(f"crop {name} returned {cropped.shape[:2]}, expected {scheme.size}")
+    return cropped, points.astype(np.float32)
+
+
+@register_crop("original", None, description="the image as stored in the dataset, uncropped")
+def original(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return image, landmarks
+
+
+@register_crop("nose_centred_150", (150, 150))
+def nose_centred_150(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """canal_mtfl: a 150x150 window centred on the nose landmark, at the image's own scale."""
+    nose_x, nose_y = landmarks[2]
+    left, top = int(round(nose_x)) - 75, int(round(nose_y)) - 75
+    return crop_box(image, left, top, 150, 150), landmarks - np.array([left, top], np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared geometry for the schemes below.
+#
+# Every scheme below is one affine map from image pixels to crop pixels (a similarity for the
+# aligned ones, a scale + shift for the unaligned ones), applied by `align.warp_affine_np`:
+# bilinear sampling, zero outside the image (so a face at the border is padded, never an error),
+# and area pre-shrinking when the face is shrunk by more than 2x.
+# ------------------------------------------------------------------------------------------------
+
+from kerasface.faces import align as _align  # noqa: E402  (kept below the original schemes)
+
+Box = tuple[float, float, float, float]  # x, y, width, height in pixels
+
+
+def face_box_from_landmarks(landmarks: np.ndarray) -> Box:
+    """An (x, y, width, height) face box from the five landmarks, shaped like MTCNN's boxes.
+
+    With u = the larger side of the landmarks' extent (about the eye-to-mouth distance on a
+    frontal face) and (cx, cy) its centre, the box is 1.95u wide and 2.5u high, centred at
+    (cx, cy - 0.06u): from the forehead to the chin and cheek to cheek. (Fitted on MTCNN's box for
+    skimage's astronaut; its box [181.6, 63.7, 83.0, 107.4] vs this box [181.1, 63.1, 85.1, 109.1].)
+    """
+    p = np.asarray(landmarks, np.float64)
+    x0, y0 = p.min(0)
+    x1, y1 = p.max(0)
+    u = max(x1 - x0, y1 - y0, 1e-3)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - 0.06 * u
+    w, h = 1.95 * u, 2.5 * u
+    return (float(cx - w / 2.0), float(cy - h / 2.0), float(w), float(h))
+
+
+def _face_box(landmarks: np.ndarray, box) -> Box:
+    if box is None:
+        return face_box_from_landmarks(landmarks)
+    x, y, w, h = (float(v) for v in box)
+    if not (w > 0 and h > 0):
+        raise ValueError(f"face box must have a positive width and height, got {box}")
+    return (x, y, w, h)
+
+
+def _square_window(image: np.ndarray, landmarks: np.ndarray, left: float, top: float, side: float, out: int):
+    """Resample the square [left, left+side) x [top, top+side) (image pixel edges) to out x out."""
+    scale = out / side
+    # pixel centre p (edge coordinate p + 0.5) -> crop centre q: q + 0.5 = (p + 0.5 - left) * scale
+    shift_x = (0.5 - left) * scale - 0.5
+    shift_y = (0.5 - top) * scale - 0.5
+    matrix = np.array([[scale, 0.0, shift_x], [0.0, scale, shift_y]], np.float64)
+    crop = _align.warp_affine_np(image, matrix, (out, out))
+    return crop, _align.transform_points(matrix, landmarks)
+
+
+def _box_crop(image, landmarks, box, out: int, side_factor: float, anchor: str, offset: float):
+    """A square crop of side `side_factor * s` (s = the face box's larger side), centred on the
+    face box horizontally; vertically `anchor` is "centre" (window centre = box centre + offset*s),
+    "bottom" (window bottom = box bottom + offset*s) or "top" (window top = box top + offset*s)."""
+    x, y, w, h = _face_box(landmarks, box)
+    s = max(w, h)
+    side = side_factor * s
+    left = x + w / 2.0 - side / 2.0
+    if anchor == "centre":
+        top = y + h / 2.0 + offset * s - side / 2.0
+    elif anchor == "bottom":
+        top = y + h + offset * s - side
+    elif anchor == "top":
+        top = y + offset * s
+    else:  # pragma: no cover - programming error
+        raise ValueError(anchor)
+    return _square_window(image, landmarks, left, top, side, out)
+
+
+def _aligned(image, landmarks, size, zoom: float, centre: tuple[float, float]):
+    dst = _align.template(size, zoom=zoom, centre=centre)
+    return _align.align_np(image, landmarks, size, dst)
+
+
+#: Reference-frame point (96x112 SphereFace units) at the middle of the whole face, forehead to chin.
+FACE_CENTRE = (48.0, 69.0)
+#: Reference-frame point between the mouth and the cheeks.
+MOUTH_CHEEK_CENTRE = (48.0, 92.0)
+
+
+@register_crop("bknet_48_gray", (48, 48), grayscale=True, uses_box=True)
+def bknet_48_gray(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """sang_bknet: the MTCNN face box made square (side = its larger side, same centre), unaligned,
+    resized to 48x48 and converted to grayscale (ITU-R 601 luma)."""
+    return _box_crop(image, landmarks, box, 48, 1.0, "centre", 0.0)
+
+
+@register_crop("gnet_aligned_face", (224, 224))
+def gnet_aligned_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """gnet_snet scheme 1 (Fig. 3b): whole face, aligned by a similarity transform of the five
+    points onto the SphereFace template at zoom 0.75 with the face's middle (reference point
+    (48, 69)) at the crop centre: eyes at y~0.38 and mouth at y~0.65 of the height, the whole head
+    from the top of the forehead to below the chin, 224x224 RGB. Same geometry as `vggface_224`."""
+    return _aligned(image, landmarks, (224, 224), 0.75, FACE_CENTRE)
+
+
+@register_crop("gnet_unaligned_face", (224, 224), uses_box=True)
+def gnet_unaligned_face(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """gnet_snet scheme 2 (Fig. 3c): whole face, not aligned (no rotation): a square of 1.3x the
+    face box's larger side s, centred on the face box, resized to 224x224 RGB. The face box is the
+    detector's if given, else `face_box_from_landmarks`. Frames the face like scheme 1."""
+    return _box_crop(image, landmarks, box, 224, 1.3, "centre", 0.0)
+
+
+@register_crop("gnet_unaligned_no_neck", (224, 224), uses_box=True)
+def gnet_unaligned_no_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """gnet_snet scheme 3 (Fig. 3d): face without neck, not aligned: a square of 1.15s whose bottom
+    edge is 0.03s below the face box's bottom (the chin), centred horizontally on the face box;
+    the top therefore includes the hair line. 224x224 RGB."""
+    return _box_crop(image, landmarks, box, 224, 1.15, "bottom", 0.03)
+
+
+@register_crop("gnet_unaligned_with_neck", (224, 224), uses_box=True)
+def gnet_unaligned_with_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """gnet_snet scheme 4 (Fig. 3e): face with neck, not aligned: a square of 1.7s whose top edge
+    is 0.15s above the face box's top, centred horizontally; it reaches 0.55s below the chin
+    (neck and top of the shoulders). 224x224 RGB."""
+    return _box_crop(image, landmarks, box, 224, 1.7, "top", -0.15)
+
+
+@register_crop("gnet_aligned_mouth_cheek", (224, 224))
+def gnet_aligned_mouth_cheek(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """gnet_snet scheme 5 (Fig. 3f): mouth and cheek region, aligned: the SphereFace template at
+    zoom 1.75 with reference point (48, 92) (the mouth) at the crop centre; the crop spans
+    reference x 16..80 and y 60..124, i.e. from just below the eyes to the chin and cheek to
+    cheek, mouth corners at x~0.27 and ~0.73 of the width. 224x224 RGB."""
+    return _aligned(image, landmarks, (224, 224), 1.75, MOUTH_CHEEK_CENTRE)
+
+
+@register_crop("wang_112x96", (112, 96))
+def wang_112x96(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """wang_joint: 112 high x 96 wide RGB, aligned by a similarity transform onto the SphereFace /
+    CenterLoss template exactly (`align.REFERENCE_112x96`), as the paper's [44] code does."""
+    return _aligned(image, landmarks, (112, 96), 1.0, _align.REFERENCE_CENTRE)
+
+
+@register_crop("vggface_224", (224, 224))
+def vggface_224(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """VGG-Face and flickr_depth: 224x224 RGB aligned whole face, the same geometry as
+    `gnet_aligned_face` (SphereFace template at zoom 0.75, face middle (48, 69) at the centre),
+    a loose crop like VGG-Face's training faces: the whole head with a margin."""
+    return _aligned(image, landmarks, (224, 224), 0.75, FACE_CENTRE)

@@ -1,0 +1,40 @@
+"""Masked multi-task losses, each averaged over the GLOBAL batch.
+
+Under tf.distribute every replica sums its own examples and divides by the global batch size, so
+the gradients that the optimizer all-reduces (sums) equal those of one big batch. Examples with
+label -1 (not labelled for that task) contribute nothing, but still count in the denominator, as in
+BKNet's masked loss (sum over the batch of alpha * loss, divided by N).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def masked_softmax_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.cast(labels >= 0, tf.float32)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.maximum(labels, 0), logits=tf.cast(logits, tf.float32)
+    )
+    return tf.reduce_sum(per_example * mask) / global_batch
+
+
+def masked_squared_hinge(labels: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """Multi-class SVM loss of BKNet: sum over j != y of max(0, s_j - s_y + 1)^2."""
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.cast(labels >= 0, tf.float32)
+    logits = tf.cast(logits, tf.float32)
+    onehot = tf.one_hot(tf.maximum(labels, 0), tf.shape(logits)[-1])
+    true_score = tf.reduce_sum(logits * onehot, axis=-1, keepdims=True)
+    margins = tf.square(tf.nn.relu(logits - true_score + 1.0)) * (1.0 - onehot)
+    return tf.reduce_sum(tf.reduce_sum(margins, axis=-1) * mask) / global_batch
+
+
+def landmark_loss(target: tf.Tensor, predicted: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """Half the squared Euclidean error over the 10 normalised coordinates (TCDCN's regression loss)."""
+    error = tf.reduce_sum(tf.square(tf.cast(predicted, tf.float32) - target), axis=-1)
+    return 0.5 * tf.reduce_sum(error) / global_batch
+
+
+CLASSIFICATION_LOSSES = {"softmax": masked_softmax_cross_entropy, "squared_hinge": masked_squared_hinge}

@@ -1,0 +1,315 @@
+"""Architecture tests: exact full-size parameter counts (arithmetic written out from the layer
+specs) and, for every registered architecture, a tiny build that is run forward, backward, saved and
+loaded. A new architecture is picked up automatically through ``ARCHITECTURES.names()``; give it an
+entry in ``TINY`` when the default tiny configuration does not suit it.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures import inception as inception_module
+from kerasface.architectures.tcdcn import MTFL_HEADS
+
+# ------------------------------------------------------------------------------------------------
+# Tiny configurations, one per architecture: how each builder is exercised cheaply on a 2-core CPU.
+# ------------------------------------------------------------------------------------------------
+DEFAULT_TINY = {"input_shape": (64, 64, 3), "heads": {"gender": 2, "landmarks": 10},
+                "kwargs": {"width": 0.25}}
+TINY: dict[str, dict] = {
+    # InceptionV3 has no width option: the smallest input it accepts (75x75) keeps it cheap.
+    "inception_v3": {"input_shape": (75, 75, 3), "heads": {"gender": 2, "landmarks": 10},
+                     "kwargs": {}},
+    # The canal crop size, a quarter of the filters; landmarks too so both head kinds are seen.
+    "cascade_cnn": {"input_shape": (150, 150, 3), "heads": {"smile": 2, "landmarks": 10},
+                    "kwargs": {"width": 0.25}},
+    # The faithful grayscale 60x60 multi-task network with the MTFL heads.
+    "tcdcn": {"input_shape": (60, 60, 1), "heads": dict(MTFL_HEADS), "kwargs": {"width": 0.25}},
+    "tcdcn_single": {"input_shape": (60, 60, 3), "heads": {"smile": 2}, "kwargs": {"width": 0.25}},
+}
+
+
+def tiny_config(name: str) -> dict:
+    return TINY.get(name, DEFAULT_TINY)
+
+
+def expected_outputs(heads: dict[str, int], model: keras.Model) -> dict[str, int]:
+    """Task -> units, plus any "<task>__aux" outputs the model declares for classification tasks."""
+    expected = dict(heads)
+    for key in model.output:
+        if key.endswith("__aux"):
+            task = key[: -len("__aux")]
+            assert task in heads and task != "landmarks", f"unexpected aux output {key}"
+            expected[key] = heads[task]
+    return expected
+
+
+def random_images(input_shape, n: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, 255.0, size=(n, *input_shape)).astype("float32")
+
+
+def output_layer_names(model: keras.Model) -> dict[str, str]:
+    return {key: t._keras_history[0].name for key, t in model.output.items()}
+
+
+def total_loss(outputs: dict, heads: dict[str, int], seed: int = 0):
+    """Sum of per-output losses: MSE for landmarks, sparse softmax cross-entropy for the rest."""
+    rng = np.random.default_rng(seed)
+    loss = 0.0
+    for key, value in outputs.items():
+        task = key.split("__aux")[0]
+        n = value.shape[0]
+        if task == "landmarks":
+            target = rng.uniform(0, 1, size=(n, heads[task])).astype("float32")
+            loss += tf.reduce_mean(tf.square(value - target))
+        else:
+            labels = rng.integers(0, heads[task], size=(n,))
+            loss += tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=value)
+            )
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------
+# Generic behaviour, parametrized over the registry.
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_tiny_build_forward_backward_save_load(name, tmp_path):
+    cfg = tiny_config(name)
+    heads = cfg["heads"]
+    model = ARCHITECTURES.get(name)(cfg["input_shape"], heads, **cfg["kwargs"])
+    x = random_images(cfg["input_shape"])
+
+    # Conventions: rescale first, a "features" layer, every output from a "head_" layer.
+    names = [layer.name for layer in model.layers]
+    assert "rescale" in names and "features" in names
+    assert names.index("rescale") == 1, "rescale must directly follow the input"
+    for key, layer_name in output_layer_names(model).items():
+        assert layer_name.startswith("head_"), f"output {key} comes from {layer_name}"
+    head_layers = [n for n in names if n.startswith("head_")]
+    for task in heads:
+        assert f"head_{task}" in head_layers
+
+    # Forward: keys, shapes, finite values.
+    expected = expected_outputs(heads, model)
+    out = model(x, training=False)
+    assert set(out) == set(expected)
+    for key, units in expected.items():
+        assert tuple(out[key].shape) == (2, units), key
+        assert np.all(np.isfinite(out[key].numpy())), key
+
+    # One gradient step: every trainable weight gets a finite gradient, nothing turns NaN.
+    # (Clipped: with 2 images, BatchNorm on 1x1 maps - InceptionV3 at 75x75 - gives huge but
+    # finite gradients, and an unclipped step would blow up the inference-mode activations.)
+    optimizer = keras.optimizers.SGD(learning_rate=0.01, global_clipnorm=1.0)
+    with tf.GradientTape() as tape:
+        loss = total_loss(model(x, training=True), heads)
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert np.isfinite(float(loss))
+    for weight, grad in zip(model.trainable_weights, grads):
+        assert grad is not None, f"no gradient for {weight.path}"
+        assert np.all(np.isfinite(np.asarray(grad))), f"non-finite gradient for {weight.path}"
+    optimizer.apply_gradients(zip(grads, model.trainable_weights))
+    after = model(x, training=False)
+    for key in expected:
+        assert np.all(np.isfinite(after[key].numpy())), key
+
+    # .keras round trip: same layers, same outputs.
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert [layer.name for layer in loaded.layers] == names
+    reloaded = loaded(x, training=False)
+    for key in expected:
+        np.testing.assert_allclose(reloaded[key].numpy(), after[key].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_tiny_table_names_registered_architectures():
+    # Catches a typo or a renamed architecture in the table (it would silently use the default).
+    assert set(TINY) <= set(ARCHITECTURES.names())
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact parameter counts at full size, computed by hand from the layer specs.
+# ------------------------------------------------------------------------------------------------
+def conv(k: int, cin: int, cout: int, bias: bool = True) -> int:
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def dense(cin: int, cout: int) -> int:
+    return cin * cout + cout
+
+
+def bn(c: int, scale: bool = True) -> int:
+    """BatchNormalization: beta, moving mean, moving variance (+ gamma when scale)."""
+    return (4 if scale else 3) * c
+
+
+INCEPTION_V3_NOTOP = 21_802_784  # keras.applications.InceptionV3(include_top=False), 299x299x3
+
+
+def test_inception_v3_backbone_count_matches_keras_applications():
+    reference = keras.applications.InceptionV3(
+        include_top=False, weights=None, input_shape=(299, 299, 3)
+    )
+    assert reference.count_params() == INCEPTION_V3_NOTOP
+
+
+@pytest.mark.parametrize(
+    "heads, aux",
+    [
+        ({"gender": 2}, True),
+        ({"gender": 2}, False),
+        ({"gender": 2, "smile": 2, "landmarks": 10}, True),
+    ],
+)
+def test_inception_v3_full_size_count(heads, aux):
+    model = ARCHITECTURES.get("inception_v3")((299, 299, 3), heads, aux_head=aux)
+    backbone = sum(
+        layer.count_params() for layer in model.layers if not layer.name.startswith("head_")
+    )
+    assert backbone == INCEPTION_V3_NOTOP
+    expected = INCEPTION_V3_NOTOP
+    expected += sum(dense(2048, units) for units in heads.values())  # head_<task> on 2048 features
+    classification = [t for t in heads if t != "landmarks"]
+    if aux:
+        # mixed7 17x17x768 -> 5x5/3 avg pool -> 5x5x768
+        expected += conv(1, 768, 128, bias=False) + bn(128, scale=False)  # head_aux_conv1 98,688
+        expected += conv(5, 128, 768, bias=False) + bn(768, scale=False)  # head_aux_conv2 2,459,904
+        expected += sum(conv(1, 768, heads[t]) for t in classification)  # head_aux_logits_<t>
+    assert model.count_params() == expected
+    if heads == {"gender": 2} and aux:
+        assert expected == 24_367_012
+    outputs = set(model.output)
+    assert outputs == set(heads) | ({f"{t}__aux" for t in classification} if aux else set())
+
+
+def cascade_cnn_count(classes: int, channels: int = 3) -> int:
+    # 150 -4x4-> 147 -pool-> 74 -3x3-> 72 -pool-> 36 -3x3-> 34 -pool-> 17 -2x2-> 16 -pool-> 8
+    trunk = conv(4, channels, 128) + conv(3, 128, 128) + conv(3, 128, 128) + conv(2, 128, 128)
+    inception = (
+        conv(1, 128, 64)  # 1x1 branch
+        + conv(1, 128, 96) + conv(3, 96, 128)  # 1x1 reduce -> 3x3
+        + conv(1, 128, 16) + conv(5, 16, 32)  # 1x1 reduce -> 5x5
+        + conv(1, 128, 32)  # 3x3 max pool -> 1x1 projection
+    )
+    features = dense(8 * 8 * (64 + 128 + 32 + 32), 512)
+    return trunk + inception + features + dense(512, classes)
+
+
+def test_cascade_cnn_full_size_count():
+    model = ARCHITECTURES.get("cascade_cnn")((150, 150, 3), {"gender": 2})
+    assert model.count_params() == cascade_cnn_count(2) == 8_907_634
+    assert model.get_layer("inception_concat").output.shape[1:] == (8, 8, 256)
+
+
+def tcdcn_trunk_count(channels: int) -> int:
+    # 60 -5x5-> 56 -pool-> 28 -5x5-> 24 -pool-> 12 -3x3-> 10 -pool-> 5 -3x3-> 3
+    convs = conv(5, channels, 20) + conv(5, 20, 48) + conv(3, 48, 64) + conv(3, 64, 80)
+    return convs + dense(3 * 3 * 80, 256)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_tcdcn_multitask_full_size_count(channels):
+    model = ARCHITECTURES.get("tcdcn")((60, 60, channels), MTFL_HEADS)
+    heads = dense(256, 10) + dense(256, 2) + dense(256, 2) + dense(256, 2) + dense(256, 5)
+    expected = tcdcn_trunk_count(channels) + heads
+    assert model.count_params() == expected
+    assert expected == {1: 288_413, 3: 289_413}[channels]
+    assert set(model.output) == set(MTFL_HEADS)
+
+
+def test_tcdcn_single_full_size_count():
+    model = ARCHITECTURES.get("tcdcn_single")((60, 60, 3), {"smile": 2})
+    assert model.count_params() == tcdcn_trunk_count(3) + dense(256, 2) == 284_530
+    model = ARCHITECTURES.get("tcdcn")((60, 60, 3), {"gender": 2})
+    assert model.count_params() == tcdcn_trunk_count(3) + dense(256, 2)
+
+
+@pytest.mark.parametrize("name", ["cascade_cnn", "tcdcn"])
+def test_batch_norm_option(name):
+    cfg = tiny_config(name)
+    plain = ARCHITECTURES.get(name)(cfg["input_shape"], cfg["heads"], **cfg["kwargs"])
+    normed = ARCHITECTURES.get(name)(
+        cfg["input_shape"], cfg["heads"], batch_norm=True, **cfg["kwargs"]
+    )
+    convs = [layer for layer in plain.layers if isinstance(layer, keras.layers.Conv2D)]
+    # each conv loses its bias and gains BN (gamma, beta, moving mean, moving variance)
+    assert normed.count_params() == plain.count_params() + sum(3 * c.filters for c in convs)
+    out = normed(random_images(cfg["input_shape"]), training=True)
+    assert all(np.all(np.isfinite(v.numpy())) for v in out.values())
+
+
+def test_width_scales_filters():
+    model = ARCHITECTURES.get("cascade_cnn")((150, 150, 3), {"gender": 2}, width=0.25)
+    assert model.get_layer("conv1").filters == 32
+    assert model.get_layer("inception_5x5_reduce").filters == 4
+    assert model.get_layer("features").units == 128
+    model = ARCHITECTURES.get("tcdcn")((60, 60, 1), {"gender": 2}, width=0.01)
+    assert model.get_layer("conv1").filters == 1  # rounded, at least 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument checking and pretrained weights.
+# ------------------------------------------------------------------------------------------------
+def test_tcdcn_single_rejects_two_heads_and_landmarks():
+    build = ARCHITECTURES.get("tcdcn_single")
+    with pytest.raises(ValueError, match="exactly one"):
+        build((60, 60, 3), {"smile": 2, "gender": 2})
+    with pytest.raises(ValueError, match="exactly one"):
+        build((60, 60, 3), {"landmarks": 10})
+
+
+def test_inputs_too_small_or_bad_width_raise():
+    with pytest.raises(ValueError, match="24x24"):
+        ARCHITECTURES.get("cascade_cnn")((20, 20, 3), {"gender": 2})
+    with pytest.raises(ValueError, match="44x44"):
+        ARCHITECTURES.get("tcdcn")((40, 40, 1), {"gender": 2})
+    with pytest.raises(ValueError, match="75x75"):
+        ARCHITECTURES.get("inception_v3")((64, 64, 3), {"gender": 2})
+    with pytest.raises(ValueError, match="width"):
+        ARCHITECTURES.get("inception_v3")((75, 75, 3), {"gender": 2}, width=0.5)
+    with pytest.raises(ValueError, match="__aux"):
+        ARCHITECTURES.get("tcdcn")((60, 60, 1), {"gender__aux": 2})
+
+
+def test_inception_imagenet_weights_missing_raises(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        ARCHITECTURES.get("inception_v3")((75, 75, 3), {"gender": 2}, weights="imagenet")
+    message = str(info.value)
+    expected_file = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert str(tmp_path / "models" / expected_file) in message
+    assert "notop" in message and 'weights=""' in message
+    assert "\n" not in message
+    with pytest.raises(FileNotFoundError, match="nowhere.h5"):
+        ARCHITECTURES.get("inception_v3")(
+            (75, 75, 3), {"gender": 2}, weights=str(tmp_path / "nowhere.h5")
+        )
+
+
+def test_inception_imagenet_weights_load_from_keras_cache(tmp_path, monkeypatch):
+    """A Keras-2-format no-top file in $KERAS_HOME/models loads layer by layer into the backbone."""
+    legacy = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
+    h5py = pytest.importorskip("h5py")
+    reference = keras.applications.InceptionV3(
+        include_top=False, weights=None, input_shape=(75, 75, 3)
+    )
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / inception_module.WEIGHTS_FILE
+    with h5py.File(path, "w") as f:
+        legacy.save_weights_to_hdf5_group(f, reference)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    model = ARCHITECTURES.get("inception_v3")((75, 75, 3), {"gender": 2}, weights="imagenet")
+    ours = [layer for layer in model.layers if layer.weights and not layer.name.startswith("head_")]
+    theirs = [layer for layer in reference.layers if layer.weights]
+    assert len(ours) == len(theirs) == 188  # 94 conv2d + 94 batch_normalization
+    for a, b in zip(ours, theirs):
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(wa, wb)

@@ -104,7 +104,8 @@ def build_model(input_size: int, channels: int, aux: bool, seed: int):
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv1")(x)
     x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.AveragePooling2D(4, name="pool")(x)  # keeps a coarse layout (the labels are spatial)
+    x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(32, activation="relu", name="features")(x)
     outputs = {
         "smile": keras.layers.Dense(2, name="head_smile")(x),
@@ -188,7 +189,8 @@ def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 12) -> Pat
                   "landmarks": keras.losses.MeanSquaredError()}
         if aux:
             losses["smile__aux"] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses)
+        weights = {k: (20.0 if k == "landmarks" else 1.0) for k in losses}
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses, loss_weights=weights)
         train = data["train"]
         x = _prepare(train["images"], size, channels)
         y = {"smile": train["smile"], "gender": train["gender"],

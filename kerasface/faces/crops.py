@@ -224,10 +224,10 @@ def gnet_unaligned_with_neck(image: np.ndarray, landmarks: np.ndarray, box=None)
 @register_crop("gnet_aligned_mouth_cheek", (224, 224))
 def gnet_aligned_mouth_cheek(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """gnet_snet scheme 5 (Fig. 3f): mouth and cheek region, aligned: the SphereFace template at
-    zoom 1.75 with reference point (48, 92) (the mouth) at the crop centre; the crop spans
-    reference x 16..80 and y 60..124, i.e. from just below the eyes to the chin and cheek to
-    cheek, mouth corners at x~0.27 and ~0.73 of the width. 224x224 RGB."""
-    return _aligned(image, landmarks, (224, 224), 1.75, MOUTH_CHEEK_CENTRE)
+    zoom 1.6 with reference point (48, 92) (the mouth) at the crop centre; the crop spans
+    reference x 13..83 and y 57..127, i.e. from just below the eyes to below the chin and cheek
+    to cheek, mouth corners at x~0.29 and ~0.71 of the width. 224x224 RGB."""
+    return _aligned(image, landmarks, (224, 224), 1.6, MOUTH_CHEEK_CENTRE)
 
 
 @register_crop("wang_112x96", (112, 96))

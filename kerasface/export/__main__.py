@@ -1,0 +1,91 @@
+"""python -m kerasface.export {saved-model,tflite,parity} RUN_DIR ... (see kerasface.export)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kerasface.export",
+                                     description="Export a trained run for TF Serving and TFLite.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sm = sub.add_parser("saved-model", help="SavedModel in TF Serving's layout: OUT/NAME/<version>/")
+    sm.add_argument("run_dir", metavar="RUN_DIR")
+    sm.add_argument("--name", required=True, help="model name (the folder under --out, the name clients use)")
+    sm.add_argument("--version", type=int, help="version folder (default: next integer after existing ones)")
+    sm.add_argument("--out", default="models", help="models folder (default: models)")
+    sm.add_argument("--model", metavar="KEY", help="export this unit or model key (default: best per attribute)")
+    sm.add_argument("--no-verify", action="store_true", help="skip reloading the SavedModel to compare with Keras")
+
+    tl = sub.add_parser("tflite", help="convert the float signature to .tflite, then print the parity report")
+    tl.add_argument("run_dir", metavar="RUN_DIR")
+    tl.add_argument("--quant", choices=("none", "fp16", "dynamic", "int8"), default="none")
+    tl.add_argument("--out", metavar="FILE", help="output file (default: models/<run>[-<model>]-<quant>.tflite)")
+    tl.add_argument("--model", metavar="KEY", help="convert this unit or model key (default: best per attribute)")
+    tl.add_argument("--samples", type=int, default=128, help="int8 calibration images from the train split")
+    tl.add_argument("--no-parity", action="store_true", help="skip the parity report")
+    tl.add_argument("--max-images", type=int, help="parity: use at most this many test images")
+
+    pa = sub.add_parser("parity", help="LiteRT vs Keras on the run's test split")
+    pa.add_argument("run_dir", metavar="RUN_DIR")
+    pa.add_argument("--tflite", required=True, metavar="FILE")
+    pa.add_argument("--model", metavar="KEY", help="when FILE has no .json beside it: which model it holds")
+    pa.add_argument("--max-images", type=int, help="use at most this many test images")
+    pa.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kerasface.export.run import RunError, load_run, select_heads
+
+    try:
+        run = load_run(args.run_dir)
+        if args.command == "saved-model":
+            from kerasface.export.saved_model import export_saved_model
+
+            selection = select_heads(run, args.model)
+            for task, why in selection.dropped.items():
+                _log(f"note: {task} not exported: {why}")
+            path = export_saved_model(run, selection, args.name, args.out, args.version,
+                                      verify=not args.no_verify, log=_log)
+            print(json.dumps({"saved_model": str(path), "version": int(path.name),
+                              "heads": {t: u.name for t, u in selection.heads.items()}}))
+        elif args.command == "tflite":
+            from kerasface.export.tflite import (attach_parity, default_tflite_path, export_tflite, format_parity,
+                                                 parity_report, sidecar_path)
+
+            selection = select_heads(run, args.model)
+            out = Path(args.out) if args.out else default_tflite_path(run, args.quant, args.model)
+            path = export_tflite(run, selection, args.quant, out, samples=args.samples, log=_log)
+            _log(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB) and {sidecar_path(path)}")
+            if not args.no_parity:
+                report = parity_report(run, path, max_images=args.max_images)
+                attach_parity(path, report)
+                print(format_parity(report))
+            print(json.dumps({"tflite": str(path), "json": str(sidecar_path(path))}))
+        elif args.command == "parity":
+            from kerasface.export.tflite import format_parity, parity_report
+
+            report = parity_report(run, args.tflite, model=args.model, max_images=args.max_images)
+            print(json.dumps(report, indent=2) if args.json else format_parity(report))
+    except (RunError, FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

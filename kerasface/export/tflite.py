@@ -1,0 +1,313 @@
+"""TFLite conversion of the float signature, and the LiteRT parity report.
+
+Only `serving_default` (float32 image in [0, 255]) is converted: the bytes and tf.Example
+signatures need TF ops LiteRT lacks, and phones decode images themselves. Quantization modes:
+
+  none     float32 weights and activations
+  fp16     float16 weights (dequantized to float32 at load), float32 compute
+  dynamic  int8 weights, activations quantized on the fly (dynamic-range quantization)
+  int8     full-integer: int8 weights AND activations, every op an int8 builtin
+           (TFLITE_BUILTINS_INT8 only; conversion fails rather than fall back to float ops),
+           calibrated on images of the run's train split. The model keeps float32 input and
+           output tensors: a QUANTIZE op at the input and DEQUANTIZE at each output are the only
+           float ops, so callers feed the same [0, 255] floats as for every other mode and read
+           probabilities / landmark pixels directly. (int8 input would need the caller to apply
+           the calibrated scale and zero point; the saving is one elementwise op.)
+
+Beside FILE.tflite sits FILE.tflite.json: labels, outputs, input size and colour mode,
+preprocessing, the heads and run it came from, and (after `parity`) the parity report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kerasface.export.graph import FLOAT_INPUT, PREPROCESSING, RESIZE, ServingGraph, preprocess_image
+from kerasface.export.run import Run, Selection, select_heads
+from kerasface.export.saved_model import describe_heads, describe_outputs
+
+QUANT_MODES = ("none", "fp16", "dynamic", "int8")
+
+
+def sidecar_path(tflite_file: str | Path) -> Path:
+    """Where the description of a .tflite file lives: FILE + '.json'."""
+    return Path(str(tflite_file) + ".json")
+
+
+def default_tflite_path(run: Run, quant: str, model: str | None) -> Path:
+    stem = run.folder.resolve().name + (f"-{model}" if model else "")
+    return Path("models") / f"{stem}-{quant}.tflite"
+
+
+def read_records(files: list[str], limit: int | None = None):
+    """(encoded bytes, landmarks (10,), {label: int}) of the records in `files`."""
+    out = []
+    for raw in tf.data.TFRecordDataset(files):
+        ex = tf.train.Example.FromString(raw.numpy())
+        f = ex.features.feature
+        labels = {k[len("label/"):]: int(v.int64_list.value[0]) for k, v in f.items()
+                  if k.startswith("label/") and v.int64_list.value}
+        marks = np.array(f["face/landmarks"].float_list.value, np.float32) if "face/landmarks" in f else None
+        h = f["image/height"].int64_list.value[0] if "image/height" in f else None
+        w = f["image/width"].int64_list.value[0] if "image/width" in f else None
+        out.append({"encoded": f["image/encoded"].bytes_list.value[0], "landmarks": marks, "labels": labels,
+                    "height": h, "width": w})
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def float_inputs(graph: ServingGraph, records: list[dict]) -> np.ndarray:
+    """The float-signature input for each record, preprocessed as in training."""
+    fn = tf.function(lambda b: tf.map_fn(lambda e: preprocess_image(e, graph.input_size, graph.channels), b,
+                                         fn_output_signature=tf.TensorSpec(
+                                             [graph.input_size[0], graph.input_size[1], graph.channels], tf.float32)))
+    encoded = [r["encoded"] for r in records]
+    chunks = [fn(tf.constant(encoded[i:i + 64])).numpy() for i in range(0, len(encoded), 64)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, *graph.input_size, graph.channels), np.float32)
+
+
+def _converter(saved_model_dir: str, quant: str, representative=None):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+    if quant == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+    elif quant != "none":
+        raise ValueError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
+    return converter
+
+
+def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: int = 128) -> bytes:
+    representative = None
+    if quant == "int8":
+        if run is None:
+            raise ValueError("int8 needs the run's TFRecords for calibration")
+        records = read_records(run.records("train"), limit=samples)
+        if not records:
+            raise ValueError(f"{run.folder}: the train split is empty; int8 needs calibration images")
+        calib = float_inputs(graph, records)
+
+        def representative():
+            for x in calib:
+                yield {FLOAT_INPUT: x[None]}
+
+    with tempfile.TemporaryDirectory(prefix="kerasface-tflite-") as tmp:
+        graph.archive(float_only=True).write_out(tmp, verbose=False)
+        return _converter(tmp, quant, representative).convert()
+
+
+def op_summary(model_content: bytes) -> dict:
+    """Op types and how many compute on int8 (inputs of QUANTIZE/DEQUANTIZE excluded)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_content)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    kinds: dict[str, int] = {}
+    float_ops = []
+    for op in ops:
+        kinds[op["op_name"]] = kinds.get(op["op_name"], 0) + 1
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        dtypes = {np.dtype(tensors[i]["dtype"]).name for i in op["inputs"] if i >= 0 and i in tensors}
+        if "float32" in dtypes or "float16" in dtypes:
+            float_ops.append(op["op_name"])
+    return {"ops": dict(sorted(kinds.items())), "num_ops": len(ops), "float_ops": float_ops}
+
+
+def tflite_description(graph: ServingGraph, run: Run, selection: Selection, quant: str, file: Path,
+                       content: bytes) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=content)
+    runner_sig = interp.get_signature_list()
+    return {
+        "format": "kerasface-tflite/1",
+        "file": file.name,
+        "quant": quant,
+        "io": "float32 input and outputs" + (" (int8 inside)" if quant == "int8" else ""),
+        "signature": "serving_default",
+        "signatures": runner_sig,
+        "run_dir": str(run.folder.resolve()),
+        "paper": run.name,
+        "crop": selection.crop,
+        "input_size": list(graph.input_size),
+        "channels": graph.channels,
+        "inputs": {FLOAT_INPUT: {"dtype": "float32", "shape": [1, graph.input_size[0], graph.input_size[1],
+                                                               graph.channels],
+                                 "range": [0, 255], "color": "rgb" if graph.channels == 3 else "grayscale"}},
+        "preprocessing": {"steps": PREPROCESSING, "resize": dict(RESIZE), "range": [0, 255], "dtype": "float32"},
+        "outputs": describe_outputs(graph, selection),
+        "labels": graph.labels(),
+        "heads": describe_heads(graph),
+        "selection": selection.describe(),
+        "size_bytes": len(content),
+        "ops": op_summary(content),
+        "run_config": run.config,
+        "run_metrics": run.metrics,
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def export_tflite(run: Run, selection: Selection, quant: str, out: str | Path, samples: int = 128,
+                  log=print, graph: ServingGraph | None = None) -> Path:
+    out = Path(out)
+    graph = graph or ServingGraph(selection)
+    log(f"converting serving_default of {', '.join(h.unit.name for h in graph.heads)} ({quant}) -> {out}")
+    content = convert(graph, quant, run, samples)
+    description = tflite_description(graph, run, selection, quant, out, content)
+    if quant == "int8" and description["ops"]["float_ops"]:
+        raise RuntimeError(f"{out}: int8 model still has float ops: {description['ops']['float_ops']}")
+    _atomic_write(out, content)
+    _atomic_write(sidecar_path(out), (json.dumps(description, indent=2) + "\n").encode())
+    return out
+
+
+# ----------------------------------------------------------------------------- parity
+
+
+def _interpreter(path: Path, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=threads)
+
+
+def run_tflite(path: Path, x: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
+    interp = _interpreter(path, threads)
+    runner = interp.get_signature_runner("serving_default")
+    outs: dict[str, list] = {}
+    for i in range(len(x)):
+        res = runner(**{FLOAT_INPUT: x[i:i + 1]})
+        for k, v in res.items():
+            outs.setdefault(k, []).append(np.array(v[0]))
+    return {k: np.stack(v) for k, v in outs.items()}
+
+
+def latency_ms(path: Path, x: np.ndarray, threads: int, repeats: int = 50) -> dict:
+    interp = _interpreter(path, threads)
+    runner = interp.get_signature_runner("serving_default")
+    for i in range(3):
+        runner(**{FLOAT_INPUT: x[i % len(x):i % len(x) + 1]})
+    times = []
+    for i in range(repeats):
+        j = i % len(x)
+        t0 = time.perf_counter()
+        runner(**{FLOAT_INPUT: x[j:j + 1]})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"mean": float(np.mean(times)), "p50": float(np.median(times))}
+
+
+def _landmark_nme(pred_px: np.ndarray, target_px: np.ndarray) -> float:
+    p = pred_px.reshape(-1, 5, 2)
+    t = target_px.reshape(-1, 5, 2)
+    iod = np.maximum(np.linalg.norm(t[:, 0] - t[:, 1], axis=-1), 1e-6)
+    return float((np.linalg.norm(p - t, axis=-1) / iod[:, None]).mean())
+
+
+def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, max_images: int | None = None,
+                  threads: tuple[int, ...] = (1, 2), repeats: int = 50) -> dict:
+    """TFLite vs Keras on the run's test split: per attribute accuracy, max |diff|; size; latency."""
+    path = Path(tflite_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such .tflite file")
+    side = sidecar_path(path)
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    if meta.get("selection", {}).get("heads"):
+        from kerasface.export.run import Selection as Sel
+
+        heads = {task: run.units[unit] for task, unit in meta["selection"]["heads"].items() if unit in run.units}
+        selection = Sel(crop=meta["selection"]["crop"], heads=heads, rule=meta["selection"]["rule"])
+    else:
+        selection = select_heads(run, model)
+    graph = ServingGraph(selection)
+    records = read_records(run.records("test"), limit=max_images)
+    if not records:
+        raise ValueError(f"{run.folder}: the test split is empty")
+    x = float_inputs(graph, records)
+    keras_out = {}
+    serve = tf.function(graph.serve_float)
+    for i in range(0, len(x), 64):
+        for k, v in serve(tf.constant(x[i:i + 64])).items():
+            keras_out.setdefault(k, []).append(v.numpy())
+    keras_out = {k: np.concatenate(v) for k, v in keras_out.items()}
+    lite_out = run_tflite(path, x, threads=max(threads))
+    attributes = {}
+    for task in graph.tasks:
+        k, t = keras_out[task.name], lite_out[task.name]
+        entry = {"max_abs_diff": float(np.max(np.abs(k - t)))}
+        if task.kind == "classification":
+            labels = np.array([r["labels"].get(task.name, -1) for r in records])
+            known = labels >= 0
+            kp, tp = k.argmax(-1), t.argmax(-1)
+            entry.update({
+                "count": int(known.sum()),
+                "keras_accuracy": float((kp[known] == labels[known]).mean()) if known.any() else math.nan,
+                "tflite_accuracy": float((tp[known] == labels[known]).mean()) if known.any() else math.nan,
+                "agreement": float((kp == tp).mean()),
+            })
+        else:
+            # landmarks: predicted pixels of the float input -> pixels of the stored image
+            scale = np.array([[r["width"] / graph.input_size[1], r["height"] / graph.input_size[0]]
+                              if r["width"] else [1.0, 1.0] for r in records], np.float32)
+            target = np.stack([r["landmarks"] for r in records])
+            s = np.tile(scale, (1, 5))
+            entry.update({"count": len(records), "keras_nme": _landmark_nme(k * s, target),
+                          "tflite_nme": _landmark_nme(t * s, target)})
+        attributes[task.name] = entry
+    latency = {str(n): latency_ms(path, x, n, repeats) for n in threads}
+    return {
+        "file": str(path),
+        "quant": meta.get("quant"),
+        "size_bytes": path.stat().st_size,
+        "images": len(records),
+        "attributes": attributes,
+        "latency_ms": latency,
+    }
+
+
+def format_parity(report: dict) -> str:
+    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}), {report['images']} test images, "
+             f"{report['size_bytes'] / 1024:.1f} KiB"]
+    lines.append(f"  {'attribute':<14}{'keras':>10}{'tflite':>10}{'agree':>8}{'max|diff|':>12}")
+    for name, e in report["attributes"].items():
+        if "keras_accuracy" in e:
+            lines.append(f"  {name:<14}{100 * e['keras_accuracy']:>9.1f}%{100 * e['tflite_accuracy']:>9.1f}%"
+                         f"{100 * e['agreement']:>7.1f}%{e['max_abs_diff']:>12.2e}")
+        else:
+            lines.append(f"  {name:<14}{e['keras_nme']:>10.4f}{e['tflite_nme']:>10.4f}{'(nme)':>8}"
+                         f"{e['max_abs_diff']:>12.2e}")
+    lat = ", ".join(f"{n} thread{'s' if n != '1' else ''}: {v['mean']:.2f} ms/image (p50 {v['p50']:.2f})"
+                    for n, v in report["latency_ms"].items())
+    lines.append(f"  latency: {lat}")
+    return "\n".join(lines)
+
+
+def attach_parity(tflite_file: str | Path, report: dict) -> None:
+    side = sidecar_path(tflite_file)
+    if side.is_file():
+        meta = json.loads(side.read_text())
+        meta["parity"] = report
+        _atomic_write(side, (json.dumps(meta, indent=2) + "\n").encode())
+

@@ -1,0 +1,39 @@
+"""Shared test setup: two logical CPU devices (so mirrored code really runs with 2 replicas),
+fixtures that write MTFL-format data, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REAL_MTFL = Path(os.environ.get("KERASFACE_MTFL", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "MTFL"))
+
+
+def real_mtfl_or_skip() -> Path:
+    if not (REAL_MTFL / "training.txt").is_file():
+        pytest.skip(f"real MTFL not found at {REAL_MTFL} (set KERASFACE_MTFL to run this test)")
+    return REAL_MTFL
+
+
+@pytest.fixture(scope="session")
+def demo_mtfl(tmp_path_factory) -> Path:
+    """A small synthetic MTFL-format dataset, rendered once per test session."""
+    from kerasface.data.synthetic import write_demo_mtfl
+
+    return write_demo_mtfl(tmp_path_factory.mktemp("demo") / "MTFL", num_train=240, num_test=60, seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_records(demo_mtfl, tmp_path_factory) -> Path:
+    """The demo dataset converted with the canal nose-centred crop."""
+    from kerasface.data.convert import convert
+
+    out = tmp_path_factory.mktemp("records") / "mtfl-nose_centred_150"
+    convert("mtfl", str(demo_mtfl), out, crop="nose_centred_150", shards=2, workers=1, progress=False)
+    return out

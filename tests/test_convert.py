@@ -1,0 +1,106 @@
+"""MTFL -> TFRecord conversion: round trip, skipped files, manifest, interruption."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasface.data.convert as convert_module
+from kerasface.data.convert import convert, main
+from kerasface.data.tfrecord import feature_spec
+from kerasface.faces.crops import apply_crop
+from mtfl_fixture import write_tiny_mtfl
+
+
+def read_records(folder, split):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    spec = feature_spec(manifest["attributes"])
+    out = {}
+    for name in manifest["splits"][split]["files"]:
+        for raw in tf.data.TFRecordDataset(str(folder / name)):
+            ex = tf.io.parse_single_example(raw, spec)
+            image = tf.io.decode_image(ex["image/encoded"], channels=3).numpy()
+            out[ex["image/source"].numpy().decode()] = (
+                image, ex["face/landmarks"].numpy().reshape(5, 2),
+                [int(ex[f"label/{a}"]) for a in manifest["attributes"]])
+    return manifest, out
+
+
+@pytest.mark.parametrize("crop", ["original", "nose_centred_150"])
+def test_round_trip_returns_same_images_landmarks_and_labels(tmp_path, crop):
+    truth = write_tiny_mtfl(tmp_path / "MTFL")
+    out = tmp_path / "out"
+    convert("mtfl", str(tmp_path / "MTFL"), out, crop=crop, shards=3, workers=1, image_format="png", progress=False)
+    manifest, records = {}, {}
+    for split in ("train", "val", "test"):
+        manifest, part = read_records(out, split)
+        records.update(part)
+    assert sorted(records) == sorted(truth)
+    for path, (image, landmarks, labels) in truth.items():
+        expected_image, expected_points = apply_crop(crop, image, landmarks)
+        got_image, got_points, got_labels = records[path]
+        np.testing.assert_array_equal(got_image, expected_image)
+        np.testing.assert_allclose(got_points, expected_points, atol=1e-4)
+        assert got_labels == [v - 1 for v in labels]
+    assert manifest["schema_version"] == 1 and manifest["skipped"] == []
+    assert {k: v["records"] for k, v in manifest["splits"].items()} == {"train": 8, "val": 2, "test": 4}
+    test_counts = manifest["splits"]["test"]["labels"]["smile"]
+    assert sum(test_counts.values()) == 4 and set(test_counts) == {"smiling", "not_smiling"}
+    assert set(manifest["sources"]) == {"training.txt", "testing.txt"}
+    assert all(len(h) == 64 for h in manifest["sources"].values())
+
+
+def test_missing_and_corrupt_images_are_skipped_listed_or_fatal_with_strict(tmp_path):
+    truth = write_tiny_mtfl(tmp_path / "MTFL")
+    paths = sorted(p for p in truth if p.startswith("AFLW"))
+    (tmp_path / "MTFL" / paths[0]).unlink()
+    corrupt = tmp_path / "MTFL" / paths[1]
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10)
+    manifest = convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "out", workers=2, progress=False)
+    skipped = {item["path"]: item["reason"] for item in manifest["skipped"]}
+    assert skipped[paths[0]] == "missing file" and skipped[paths[1]].startswith("unreadable image")
+    assert manifest["splits"]["test"]["records"] == 2
+    with pytest.raises(RuntimeError, match=rf"{paths[0]}: missing file \(--strict\)"):
+        convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "strict", workers=1, strict=True, progress=False)
+
+
+def test_interrupted_conversion_leaves_no_final_named_shard(tmp_path, monkeypatch):
+    write_tiny_mtfl(tmp_path / "MTFL")
+    out = tmp_path / "out"
+    convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)  # an old, finished conversion
+    real_prepare, calls = convert_module.prepare, []
+
+    def dying_prepare(job):
+        calls.append(job)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_prepare(job)
+
+    monkeypatch.setattr(convert_module, "prepare", dying_prepare)
+    with pytest.raises(KeyboardInterrupt):
+        convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)
+    assert not list(out.glob("*.tfrecord")) and not (out / "manifest.json").exists()
+    assert not list(out.glob("*.partial"))
+
+
+def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):
+    write_tiny_mtfl(tmp_path / "MTFL")
+    assert main(["--dataset", "mtfl", "--root", str(tmp_path / "MTFL"), "--out", str(tmp_path / "o"),
+                 "--workers", "1"]) == 0
+    assert "wrote 14 records" in capsys.readouterr().out
+    assert main(["--dataset", "mtfl", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "MTFL not found" in capsys.readouterr().err
+    assert main(["--dataset", "celebz", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown dataset 'celebz'; known: mtfl" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_real_mtfl_converts_completely(tmp_path):
+    from conftest import real_mtfl_or_skip
+
+    root = real_mtfl_or_skip()
+    manifest = convert("mtfl", str(root), tmp_path / "mtfl", workers=2, progress=False)
+    assert manifest["skipped"] == []
+    assert {k: v["records"] for k, v in manifest["splits"].items()} == {"train": 8000, "val": 2000, "test": 2995}
+    assert sum(manifest["splits"]["test"]["labels"]["gender"].values()) == 2995

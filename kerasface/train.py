@@ -373,6 +373,8 @@ class Trainer:
         entry = {"step": step, "stage": stage.name, "val_score": score,
                  **{f"val_loss_{k}": v for k, v in losses.items()}, **{f"val_{k}": v for k, v in metric.items()}}
         self.history.append(entry)
+        shown = " ".join(f"{k} {v:.3f}" for k, v in metric.items())
+        tqdm.write(f"{self.unit.name} step {step}: val score {score:.4f} | {shown}", file=sys.stderr)
         with self.writer.as_default(step=step):
             tf.summary.scalar("val/score", score)
             for k, v in losses.items():

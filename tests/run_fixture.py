@@ -47,6 +47,7 @@ TEST = {
     "tiny_rgb": {"smile": 0.89, "gender": 0.60, "landmarks_nme": 0.09},
     "tiny_gray": {"smile": 0.72, "gender": 0.81, "landmarks_nme": 0.12},
 }
+LANDMARK_WEIGHT = 3.0
 SPLITS = {"train": (64, 2), "val": (16, 1), "test": (32, 1)}  # images, shards
 
 
@@ -126,7 +127,7 @@ def _prepare(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     return tf.image.resize(x, (size, size), method="bilinear", antialias=False).numpy()
 
 
-def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 12) -> Path:
+def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 20) -> Path:
     """Write a complete fake run into `run_dir` and return its path."""
     import keras
     import tensorflow as tf
@@ -189,7 +190,7 @@ def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 12) -> Pat
                   "landmarks": keras.losses.MeanSquaredError()}
         if aux:
             losses["smile__aux"] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        weights = {k: (20.0 if k == "landmarks" else 1.0) for k in losses}
+        weights = {k: (LANDMARK_WEIGHT if k == "landmarks" else 1.0) for k in losses}
         model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses, loss_weights=weights)
         train = data["train"]
         x = _prepare(train["images"], size, channels)

@@ -181,9 +181,9 @@ class _Face:
         # Features.
         self.y_nose = u(0.54, 0.68)
         self.nose_out = u(0.32, 0.48)
-        self.tip_r = u(0.12, 0.17)
-        self.ala_x = u(0.13, 0.17)
-        self.ala_r = u(0.09, 0.12)
+        self.tip_r = u(0.1, 0.14)
+        self.ala_x = u(0.12, 0.16)
+        self.ala_r = u(0.075, 0.1)
         self.mouth_w = u(0.44, 0.52) if smiling else u(0.36, 0.46)
         self.y_mouth = self.y_nose + u(0.38, 0.5) - (0.03 if smiling else 0.0)
         self.eye_w = u(0.18, 0.23)
@@ -281,7 +281,7 @@ class _Head:
         self.f = f
         h = f.hair_h
         y0, y1 = f.y_top - h - 0.05, f.y_chin + 0.05
-        ys = np.linspace(y0, y1, 700).astype(np.float32)
+        ys = np.linspace(y0, y1, 1024).astype(np.float32)
         self.ys = ys
         self.A, self.C = self._profile(ys, f.W, f.D, f.y_top, 0.0)
         # Hair shell: a dome h above the skull, hugging it down to where the style ends.
@@ -328,7 +328,7 @@ class _Head:
         for s in (-1.0, 1.0):
             ye_ = 0.3
             ae = float(np.interp(ye_, ys, self.A))
-            self.prims.append(("ear", np.array([s * (ae - 0.02), ye_, -0.08], np.float32),
+            self.prims.append(("ear", np.array([s * (ae + 0.03), ye_, -0.1], np.float32),
                                np.eye(3, dtype=np.float32), np.array([0.11, 0.27, 0.17], np.float32),
                                PARTS["ear"]))
 
@@ -347,10 +347,13 @@ class _Head:
         return np.where(out, 0, A).astype(np.float32), np.where(out, 0, C).astype(np.float32)
 
 
-def _row_hit(X, Y, ys, A, C, dA, dC, cs, sn):
-    """Front intersection of view rays (X, Y) with a stack of horizontal ellipses; t = view depth."""
-    a_ = np.interp(Y, ys, A, left=0, right=0)
-    c_ = np.interp(Y, ys, C, left=0, right=0)
+def _row_hit(X, k, A, C, dA, dC, cs, sn):
+    """Front intersection of view rays with a stack of horizontal ellipses; t = view depth.
+
+    X: view x of each ray; k: index of each ray's row (its model y) in the profile tables.
+    """
+    a_ = A[k]
+    c_ = C[k]
     ok = (a_ > 1e-3) & (c_ > 1e-3)
     ia2 = 1.0 / np.maximum(a_, 1e-3) ** 2
     ic2 = 1.0 / np.maximum(c_, 1e-3) ** 2
@@ -360,12 +363,13 @@ def _row_hit(X, Y, ys, A, C, dA, dC, cs, sn):
     disc = qb * qb - 4 * qa * qc
     ok &= disc > 0
     t = (-qb + np.sqrt(np.maximum(disc, 0))) / (2 * qa)
-    t = np.where(ok, t, -np.inf)
+    t = np.where(ok, t, 0)
     hw = np.sqrt(a_ * a_ * cs * cs + c_ * c_ * sn * sn)  # silhouette half-width at this row
     x = X * cs - t * sn
     z = X * sn + t * cs
-    da = np.interp(Y, ys, dA)
-    dc = np.interp(Y, ys, dC)
+    t = np.where(ok, t, -np.inf)
+    da = dA[k]
+    dc = dC[k]
     n = np.stack([x * ia2, -(x * x * da * ia2 / np.maximum(a_, 1e-3) + z * z * dc * ic2 / np.maximum(c_, 1e-3)),
                   z * ic2], -1)
     return t, x, z, n, hw, a_, c_
@@ -435,7 +439,7 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
     wn = Win((y > f.brow_y - f.brow_arch - 0.15) & (y < f.brow_y + 0.15) & (ax > 0.15) & (ax < 0.87))
     if wn:
         u = np.clip((wn.ax - 0.2) / 0.62, 0, 1)
-        yb = f.brow_y - f.brow_arch * np.sin(u * np.pi) ** 0.8 + 0.04 * u
+        yb = f.brow_y - f.brow_arch * np.clip(np.sin(u * np.pi), 0, 1) ** 0.8 + 0.04 * u
         th = f.brow_t * (1.0 - 0.55 * u)
         a = _soft(th / 2 - np.abs(wn.y - yb), px) * _soft(np.minimum(wn.ax - 0.2, 0.82 - wn.ax), px)
         _blend(wn.col, a * 0.92, f.brow_col)
@@ -487,18 +491,25 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
         wn = Win(y > (0.2 if f.beard in ("full", "stubble") else ym - 0.25))
         if wn:
             xx, yy, axx = wn.x, wn.y, wn.ax
+            # Moustache: a band over the upper lip, following it and drooping past the corners.
+            q = np.clip(axx / (w + 0.08), 0, 1) ** 2
+            mtop = ym - 0.2 + 0.1 * q
+            mbot = ym - f.lip_up * np.sqrt(np.clip(1 - (axx / w) ** 2, 0, 1)) + 0.07 * q - 0.01
+            must = np.minimum(np.minimum(yy - mtop, mbot - yy), w + 0.08 - axx)
             if f.beard == "moustache":
-                d = np.minimum(np.minimum(yy - (ym - 0.2), ym - 0.03 - yy), (w + 0.06 - axx))
+                d = must
             elif f.beard == "goatee":
-                d = np.minimum(np.minimum(yy - (ym + 0.1), 0.4 - axx), f.y_chin + 0.1 - yy)
-                d = np.maximum(d, np.minimum(np.minimum(yy - (ym - 0.2), ym - 0.03 - yy), (w + 0.04 - axx)))
+                d = np.minimum(np.minimum(yy - (ym + 0.08), 0.36 - axx * (1.0 + 0.3 * (yy - ym))),
+                               f.y_chin + 0.1 - yy)
+                d = np.maximum(d, must)
             else:
                 A = np.interp(yy, head.ys, head.A)
                 nx = axx / np.maximum(A, 1e-3)
                 line = 0.25 + (ym - 0.15 - 0.25) * (1 - np.clip(nx, 0, 1) ** 2)
                 d = np.minimum(np.minimum(yy - line, f.y_chin + 0.1 - yy), 1.2 - axx)
             speck = rng.random(len(xx)).astype(np.float32)
-            a = _soft(d, px * 3) * f.beard_alpha * (0.6 + 0.4 * speck)
+            grain = (0.45 + 0.55 * speck) if f.beard == "stubble" else (0.82 + 0.18 * speck)
+            a = _soft(d, px * 2) * f.beard_alpha * grain
             bc = f.hair_col * 0.85 if f.beard != "stubble" else _lerp(f.skin, f.hair_col, 0.7)
             _blend(wn.col, a, bc)
             wn.part[a > 0.4] = PARTS["beard"]
@@ -566,8 +577,8 @@ def _background(rng: np.random.Generator, h: int, w: int, clean: bool) -> Image.
         arr = np.broadcast_to(c1, (h, w, 3)).astype(np.float32)
     elif kind in (1, 3):
         ang = rng.uniform(0, 2 * np.pi)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = (np.cos(ang) * xx / w + np.sin(ang) * yy / h)
+        t = (np.cos(ang) * np.arange(w, dtype=np.float32)[None, :] / w
+             + np.sin(ang) * np.arange(h, dtype=np.float32)[:, None] / h)
         t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
         arr = c1 + (c2 - c1) * t[..., None]
     else:
@@ -707,9 +718,10 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         shp = uu.shape
         d = np.stack([uu.ravel() - c[0], vv.ravel() - c[1]], -1) @ R / s  # inverse similarity
         X, Y = d[:, 0].astype(np.float32), d[:, 1].astype(np.float32)
-        t_head, xh, zh, n_head, hw_head, A_, C_ = _row_hit(X, Y, head.ys, head.A, head.C, head.dA, head.dC, cs, sn)
-        t_hair, xs_, zs_, n_hair, hw_hair, Ah_, Ch_ = _row_hit(X, Y, head.ys, head.Ah, head.Ch, head.dAh,
-                                                                head.dCh, cs, sn)
+        dy = float(head.ys[1] - head.ys[0])
+        k = np.clip(np.rint((Y - float(head.ys[0])) / dy).astype(np.int32), 0, len(head.ys) - 1)
+        t_head, xh, zh, n_head, hw_head, A_, C_ = _row_hit(X, k, head.A, head.C, head.dA, head.dC, cs, sn)
+        t_hair, xs_, zs_, n_hair, hw_hair, Ah_, Ch_ = _row_hit(X, k, head.Ah, head.Ch, head.dAh, head.dCh, cs, sn)
 
         def hair_region(xm, ym, zm, a_, c_):
             nx = np.abs(xm) / np.maximum(a_, 1e-3)
@@ -730,13 +742,13 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         best_t = t_head.copy()
         prim_id = np.where(np.isfinite(t_head), 0, -1)
         normals = n_head.copy()
-        for k, (name, centre, q, axes, _) in enumerate(head.prims):
-            tk, nk = _ellipsoid_hit(X, Y, cs, sn, centre, q, axes)
+        for j, (name, centre, q, axes, _) in enumerate(head.prims):
             if name == "ear" and f.hair_style == "long":
                 continue
+            tk, nk = _ellipsoid_hit(X, Y, cs, sn, centre, q, axes)
             better = tk > best_t
             best_t = np.where(better, tk, best_t)
-            prim_id = np.where(better, k + 1, prim_id)
+            prim_id = np.where(better, j + 1, prim_id)
             normals = np.where(better[:, None], nk, normals)
         use_hair = hair_ok & (t_hair > best_t - 1e-4)
         # A ring of hair shell without skull behind (the hair outline) is hair too.
@@ -744,8 +756,9 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         t_final = np.where(use_hair, t_hair, best_t)
         normals = np.where(use_hair[:, None], n_hair, normals)
         hit = np.isfinite(t_final)
-        xm = X * cs - t_final * sn
-        zm = X * sn + t_final * cs
+        t_safe = np.where(hit, t_final, 0)
+        xm = X * cs - t_safe * sn
+        zm = X * sn + t_safe * cs
         on_skull = hit & ~use_hair & (prim_id == 0)
         skull_hair = on_skull & hair_region(xm, Y, zm, A_, C_)
         hairy = use_hair | skull_hair
@@ -781,7 +794,9 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         idx = np.flatnonzero(hit & hairy)
         if idx.size:
             hx = np.where(use_hair[idx], xs_[idx], xm[idx])
-            streak = 0.82 + 0.18 * np.sin(f.hair_freq * (hx - f.part) + 3 * np.sin(5 * Y[idx]) + f.hair_phase)
+            hz = np.where(use_hair[idx], zs_[idx], zm[idx])
+            azim = np.arctan2(hx - f.part * 0.3, hz)  # strands run down from the parting
+            streak = 0.82 + 0.18 * np.sin(f.hair_freq * 0.35 * azim + 2 * np.sin(4 * Y[idx]) + f.hair_phase)
             half = nv[idx] + np.array([0, 0, 1.0], np.float32) + f.light
             half /= np.linalg.norm(half, axis=1, keepdims=True)
             spec = 60.0 * np.clip(half @ f.light, 0, 1) ** 12
@@ -859,19 +874,20 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
 
     # Whole-image effects: lighting gradient, colour cast, blur, noise.
     if not clean:
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         ang = rng.uniform(0, 2 * np.pi)
         amp = rng.uniform(0.0, 0.45)
-        grad = 1.0 + amp * ((xx / w - 0.5) * np.cos(ang) + (yy / h - 0.5) * np.sin(ang))
-        arr *= grad[..., None]
+        gx = (np.arange(w, dtype=np.float32) / w - 0.5) * np.cos(ang)
+        gy = (np.arange(h, dtype=np.float32) / h - 0.5) * np.sin(ang)
+        arr *= (1.0 + amp * (gy[:, None] + gx[None, :]))[..., None]
         arr *= rng.uniform(0.9, 1.1, 3).astype(np.float32) * rng.uniform(0.8, 1.15)
     out = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
     if not clean:
-        radius = rng.uniform(0.3, 1.1) * max(1.0, min(h, w) / 250)
-        out = out.filter(ImageFilter.GaussianBlur(radius))
+        out = out.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.9)))
+        # Sensor-like noise: mostly luminance, a little chroma.
         sigma = rng.uniform(1.0, 7.0)
-        noisy = np.asarray(out, np.float32) + rng.standard_normal((h, w, 3), dtype=np.float32) * sigma
-        image = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+        noise = rng.standard_normal((h, w, 1), dtype=np.float32) * sigma
+        noise = noise + rng.standard_normal((1, 1, 3), dtype=np.float32) * (0.15 * sigma) * np.sign(noise)
+        image = np.clip(np.asarray(out, np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
     else:
         image = np.asarray(out).copy()
 
@@ -898,13 +914,28 @@ _TRAIN_LFW_FRACTION = 4151 / 10000
 _GRAY_FRACTION = 28 / 2995
 
 
+_MAX_RENDER_IOD = 50.0
+
+
 def _render_for_folder(rng: np.random.Generator, folder: str):
+    """One image in the style of an MTFL folder. Large faces (the 400x400 net_7876 images, whose
+    real counterparts are upscaled crops) are drawn at a smaller size and resized up (bicubic)."""
     st = FOLDER_STYLES[folder]
     sizes = st["sizes"]
     (h, w) = sizes[int(rng.choice(len(sizes), p=[p for _, p in sizes]))][0]
     iod = rng.uniform(*st["iod"]) if "iod" in st else rng.uniform(*st["iod_frac"]) * w
     nose = (rng.uniform(*st["nose_x"]) * w, rng.uniform(*st["nose_y"]) * h)
-    return render_face(rng, (h, w), iod=iod, nose=nose)
+    k = iod / _MAX_RENDER_IOD
+    if k <= 1.0:
+        return render_face(rng, (h, w), iod=iod, nose=nose)
+    hr, wr = max(8, round(h / k)), max(8, round(w / k))
+    sx, sy = w / wr, h / hr
+    small, marks, info = render_face(rng, (hr, wr), iod=iod / sx,
+                                     nose=((nose[0] + 0.5) / sx - 0.5, (nose[1] + 0.5) / sy - 0.5))
+    image = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+    marks = (marks + 0.5) * np.array([sx, sy]) - 0.5  # PIL maps pixel edges onto pixel edges
+    info["iod_px"] = round(info["iod_px"] * sx, 3)
+    return image, marks, info
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv (Python 3.11) when missing, installs
+# kerasface with its test extras, then runs the job asked for.
+#   ./dev.sh demo   train, evaluate and export the canal_mtfl recipe on the built-in demo data
+#   ./dev.sh test   run the test suite (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+
+pick_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3.12 python3; do
+    [ -n "$candidate" ] || continue
+    command -v "$candidate" >/dev/null 2>&1 || continue
+    if "$candidate" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))'; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "error: kerasface needs Python 3.11 or 3.12 (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+ensure_venv() {
+  local stamp="$VENV/.kerasface-installed"
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then return 0; fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    local py; py=$(pick_python)
+    "$py" -m venv "$VENV" || { echo "error: '$py -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+  fi
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+  touch "$stamp"
+}
+
+case "${1:-}" in
+  demo)
+    ensure_venv
+    shift
+    "$VENV/bin/python" -m kerasface.train --paper=canal_mtfl --demo --run-dir runs/canal_mtfl-demo "$@"
+    "$VENV/bin/python" -m kerasface.export saved-model runs/canal_mtfl-demo --name canal_mtfl_demo --out models
+    "$VENV/bin/python" -m kerasface.export tflite runs/canal_mtfl-demo --quant none --out models/canal_mtfl_demo.tflite
+    ;;
+  test)
+    ensure_venv
+    shift
+    "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | test [extra args]" >&2
+    exit 2
+    ;;
+esac

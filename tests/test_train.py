@@ -1,0 +1,200 @@
+"""The trainer: mirrored == single device, resume after a kill, falling loss, masked losses."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasface.config import AugmentConfig, DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig
+from kerasface.data.convert import convert
+from kerasface.losses import landmark_loss, masked_softmax_cross_entropy, masked_squared_hinge
+from kerasface.train import Trainer, Unit, plan_units, train_paper
+from mtfl_fixture import write_tiny_mtfl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mtfl")
+    write_tiny_mtfl(root, n_train=40, n_test=8, size=96)
+    out = root / "records" / "original"
+    convert("mtfl", str(root), out, crop="original", shards=2, workers=1, progress=False)
+    return out
+
+
+def tiny_paper(records, steps=12, **stage):
+    model = ModelConfig(
+        arch="tcdcn", input_size=48, arch_kwargs={"width": 0.25},
+        tasks=(TaskConfig("landmarks", kind="landmarks", num_classes=10), TaskConfig("smile"),
+               TaskConfig("pose", num_classes=5, early_stop_patience=1)),
+        stages=(StageConfig(optimizer="sgd", lr=0.01, batch_size=8, steps=steps, eval_every=4, **stage),),
+        description="tiny")
+    data = DataConfig(tfrecords=str(records.parent), deterministic=True, shuffle_buffer=16, cache=False,
+                      augment=AugmentConfig())
+    return PaperConfig(name="tiny", data=data, crops=("original",), models={"tiny": model})
+
+
+def make_trainer(records, tmp_path, strategy, **stage):
+    paper = tiny_paper(records, **stage)
+    unit = plan_units(paper)[0]
+    return Trainer(unit, paper, records, tmp_path, strategy, progress=False), paper
+
+
+def test_masked_losses_ignore_unlabelled_examples_but_average_over_the_global_batch():
+    logits = tf.constant([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [5.0, -5.0]])
+    labels = tf.constant([0, 1, -1, -1])
+    ce = -np.log(np.exp(2) / (np.exp(2) + 1)) - np.log(np.exp(3) / (np.exp(3) + 1))
+    assert float(masked_softmax_cross_entropy(labels, logits, 4)) == pytest.approx(ce / 4, rel=1e-6)
+    assert float(masked_softmax_cross_entropy(tf.constant([-1, -1, -1, -1]), logits, 4)) == 0.0
+    # squared hinge: only j != y, max(0, s_j - s_y + 1)^2
+    assert float(masked_squared_hinge(tf.constant([0, -1, -1, 0]), logits, 2)) == pytest.approx(0.0)  # margins met
+    assert float(masked_squared_hinge(tf.constant([1, 0, -1, -1]), logits, 2)) == pytest.approx((3 ** 2 + 4 ** 2) / 2)
+    assert float(landmark_loss(tf.zeros([2, 10]), tf.ones([2, 10]), 2)) == pytest.approx(0.5 * 10)
+
+
+def test_two_replicas_give_the_same_loss_and_update_as_one_device(records, tmp_path):
+    results = []
+    for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+        strategy = tf.distribute.MirroredStrategy(devices)
+        keras.utils.set_random_seed(0)
+        trainer, paper = make_trainer(records, tmp_path / str(len(devices)), strategy)
+        images, targets = next(iter(trainer.dataset("train", 8, training=False)))
+        ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
+        iterator = iter(strategy.experimental_distribute_dataset(ds))
+        from kerasface.train import make_optimizer
+
+        with strategy.scope():
+            optimizer = make_optimizer(trainer.unit.model.stages[0], 10)
+            optimizer.build(trainer.model.trainable_variables)
+        step = trainer.make_train_step(trainer.model, optimizer, 8, [1.0] * len(trainer.model.trainable_variables))
+        loss, per_task, correct = step(iterator)
+        results.append((float(loss), {k: float(v) for k, v in per_task.items()},
+                        [v.numpy() for v in trainer.model.trainable_variables]))
+    (loss1, tasks1, w1), (loss2, tasks2, w2) = results
+    assert loss1 == pytest.approx(loss2, rel=1e-5)
+    for k in tasks1:
+        assert tasks1[k] == pytest.approx(tasks2[k], rel=1e-5, abs=1e-7)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_falls_on_a_small_batch(records, tmp_path):
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    trainer, _ = make_trainer(records, tmp_path, strategy)
+    images, targets = next(iter(trainer.dataset("train", 8, training=False)))
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, targets)).repeat()))
+    from kerasface.train import make_optimizer
+
+    stage = dataclasses.replace(trainer.unit.model.stages[0], optimizer="adam", lr=1e-2)
+    with strategy.scope():
+        optimizer = make_optimizer(stage, 100)
+        optimizer.build(trainer.model.trainable_variables)
+    step = trainer.make_train_step(trainer.model, optimizer, 8, [1.0] * len(trainer.model.trainable_variables))
+    losses = [float(step(iterator)[0]) for _ in range(100)]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_frozen_layers_do_not_change_and_multipliers_scale_updates(records, tmp_path):
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    trainer, paper = make_trainer(records, tmp_path, strategy)
+    stage = StageConfig(trainable="head_*,fc1", optimizer="sgd", momentum=0.0, lr=0.1, batch_size=8, steps=1,
+                        lr_multipliers=(("fc1", 0.0),))
+    from kerasface.train import lr_multipliers, make_optimizer, set_trainable
+
+    set_trainable(trainer.model, stage.trainable)
+    frozen_before = {l.name: [w.numpy() for w in l.weights] for l in trainer.model.layers if l.weights and not l.trainable}
+    fc_before = [w.numpy() for w in trainer.model.get_layer("fc1").weights] if "fc1" in [l.name for l in trainer.model.layers] else None
+    images, targets = next(iter(trainer.dataset("train", 8, training=False)))
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, targets)).repeat()))
+    with strategy.scope():
+        optimizer = make_optimizer(stage, 1)
+        optimizer.build(trainer.model.trainable_variables)
+    step = trainer.make_train_step(trainer.model, optimizer, 8, lr_multipliers(trainer.model, stage))
+    step(iterator)
+    assert frozen_before
+    for name, weights in frozen_before.items():
+        for before, after in zip(weights, trainer.model.get_layer(name).weights):
+            np.testing.assert_array_equal(before, after.numpy())
+    if fc_before is not None:
+        for before, after in zip(fc_before, trainer.model.get_layer("fc1").weights):
+            np.testing.assert_array_equal(before, after.numpy())
+    head = trainer.model.get_layer("head_smile")
+    assert head.trainable
+    with pytest.raises(ValueError, match="matches no layer"):
+        set_trainable(trainer.model, "nothing_like_this*")
+
+
+def final_weights(run_dir):
+    ckpts = sorted((run_dir / "models").glob("*/checkpoints/stage0"))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpts[0])))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("model/")}
+
+
+def run_cli(run_dir, records, extra=(), wait=True):
+    cmd = [sys.executable, "-m", "kerasface.train", "--paper", "canal_mtfl", "--demo", "--model", "tcdcn_multitask",
+           "--crop", "nose_centred_150", "--run-dir", str(run_dir), "--no-progress",
+           "--set", f"data.tfrecords={records.parent}", "--set", "data.deterministic=true",
+           "--set", "models.tcdcn_multitask.stages.0.steps=24", "--set", "models.tcdcn_multitask.stages.0.eval_every=6",
+           "--set", "models.tcdcn_multitask.stages.0.batch_size=8", "--set", "models.tcdcn_multitask.input_size=48",
+           "--set", "models.tcdcn_multitask.arch_kwargs={'width': 0.25}", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if wait:
+        return subprocess.run(cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_path):
+    records = demo_records.parent / "nose_centred_150"
+    if not records.exists():
+        records.symlink_to(demo_records)
+    straight = run_cli(tmp_path / "straight", records)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    # kill -9 once the first checkpoint exists, then run the same command again
+    killed_dir = tmp_path / "killed"
+    proc = run_cli(killed_dir, records, wait=False)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(killed_dir.glob("models/*/checkpoints/stage0/ckpt-*.index")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_done = [int(p.name.split("-")[1].split(".")[0]) for p in killed_dir.glob("models/*/checkpoints/stage0/ckpt-*.index")]
+    assert steps_done and max(steps_done) < 24
+    resumed = run_cli(killed_dir, records)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = final_weights(tmp_path / "straight"), final_weights(killed_dir)
+    assert a.keys() == b.keys() and a
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    metrics = json.loads((killed_dir / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["tcdcn_multitask-nose_centred_150-all"]
+    again = run_cli(killed_dir, records)  # a finished model is not retrained
+    assert "already trained" in again.stderr
+
+
+def test_plan_units_and_selection_errors():
+    from kerasface.papers import PAPERS
+
+    cfg = PAPERS.get("canal_mtfl")()
+    units = plan_units(cfg)
+    assert len(units) == 2 * (4 * 2 + 1)
+    names = {u.name for u in plan_units(cfg, models=["tcdcn_single"], attributes=["smile"])}
+    assert names == {"tcdcn_single-original-smile", "tcdcn_single-nose_centred_150-smile"}
+    assert [u.name for u in plan_units(cfg, models=["tcdcn_multitask"], crops=["original"])] == ["tcdcn_multitask-original-all"]
+    with pytest.raises(KeyError, match="unknown --model 'vgg'; canal_mtfl has: inception_bottleneck"):
+        plan_units(cfg, models=["vgg"])
+    with pytest.raises(KeyError, match="unknown --crop"):
+        plan_units(cfg, crops=["bknet_48_gray"])

@@ -225,6 +225,20 @@ def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 20) -> Pat
     return run
 
 
+def cached_run(base: str | os.PathLike) -> Path:
+    """The fixture run under `base/fixture_run`, built once (tests share it across modules)."""
+    import shutil
+
+    run = Path(base) / "fixture_run"
+    done = run / ".complete"
+    if not done.exists():
+        if run.exists():
+            shutil.rmtree(run)
+        make_run(run)
+        done.write_text("ok\n")
+    return run
+
+
 if __name__ == "__main__":
     import sys
 

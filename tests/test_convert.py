@@ -59,9 +59,10 @@ def test_missing_and_corrupt_images_are_skipped_listed_or_fatal_with_strict(tmp_
     corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10)
     manifest = convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "out", workers=2, progress=False)
     skipped = {item["path"]: item["reason"] for item in manifest["skipped"]}
-    assert skipped[paths[0]] == "missing file" and skipped[paths[1]].startswith("unreadable image")
+    assert skipped[paths[0]] == "no such file"
+    assert "corrupt" in skipped[paths[1]] or "not an image" in skipped[paths[1]], skipped[paths[1]]
     assert manifest["splits"]["test"]["records"] == 2
-    with pytest.raises(RuntimeError, match=rf"{paths[0]}: missing file \(--strict\)"):
+    with pytest.raises(RuntimeError, match=rf"{paths[0]}: no such file \(--strict\)"):
         convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "strict", workers=1, strict=True, progress=False)
 
 
@@ -104,3 +105,23 @@ def test_real_mtfl_converts_completely(tmp_path):
     assert manifest["skipped"] == []
     assert {k: v["records"] for k, v in manifest["splits"].items()} == {"train": 8000, "val": 2000, "test": 2995}
     assert sum(manifest["splits"]["test"]["labels"]["gender"].values()) == 2995
+
+
+def test_whole_photos_without_landmarks_are_detected_and_faceless_ones_listed(tmp_path):
+    from skimage import data
+    from PIL import Image
+
+    from kerasface.data import FaceAnnotation
+    from kerasface.data.convert import Job, prepare
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    patch = (data.lfw_subset()[150] * 255).astype(np.uint8)
+    Image.fromarray(patch).resize((200, 200)).convert("RGB").save(tmp_path / "wall.png")
+    unknown = np.full((5, 2), np.nan, np.float32)
+    found = prepare(Job(0, "test", str(tmp_path), FaceAnnotation("astronaut.png", unknown, {"smile": 0}), "wang_112x96",
+                        "png", 95))
+    assert found.encoded is not None and found.shape == (112, 96, 3)
+    assert np.all((found.landmarks >= 0) & (found.landmarks < [96, 112]))
+    missing = prepare(Job(1, "test", str(tmp_path), FaceAnnotation("wall.png", unknown, {"smile": 0}), "wang_112x96",
+                          "png", 95))
+    assert missing.encoded is None and missing.error == "no face found"

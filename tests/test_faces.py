@@ -71,9 +71,9 @@ def face(astronaut_faces) -> Face:
 
 @pytest.fixture(scope="module")
 def no_face_image() -> np.ndarray:
-    """A non-face patch of LFW's subset (the second hundred are not faces), upscaled to 256x256 RGB."""
-    patch = skdata.lfw_subset()[150]
-    big = cv2.resize((patch * 255).round().astype(np.uint8), (256, 256), interpolation=cv2.INTER_CUBIC)
+    """A non-face patch of LFW's subset (its second hundred are not faces), as 256x256 RGB."""
+    patch = (skdata.lfw_subset()[150] * 255).round().astype(np.uint8)
+    big = cv2.resize(patch, (256, 256), interpolation=cv2.INTER_CUBIC)
     return np.repeat(big[..., None], 3, axis=2)
 
 
@@ -157,7 +157,13 @@ def test_face_box_from_landmarks_matches_detector_box(face):
 
 def _fake(x, y, w, h, score=0.9) -> Face:
     cx, cy = x + w / 2, y + h / 2
-    marks = ((cx - w / 4, cy - h / 6), (cx + w / 4, cy - h / 6), (cx, cy), (cx - w / 5, cy + h / 4), (cx + w / 5, cy + h / 4))
+    marks = (
+        (cx - w / 4, cy - h / 6),
+        (cx + w / 4, cy - h / 6),
+        (cx, cy),
+        (cx - w / 5, cy + h / 4),
+        (cx + w / 5, cy + h / 4),
+    )
     return Face((float(x), float(y), float(w), float(h)), score, marks)
 
 
@@ -273,7 +279,8 @@ def test_tf_alignment_in_graph_and_tf_data(astronaut, face):
     # each image of the batch gets its own transform
     ref_mirror, _ = align_np(astronaut[:, ::-1], mirrored, (112, 96))
     assert np.abs(out[1].numpy().astype(int) - ref_mirror.astype(int)).mean() < 1.0
-    ds = tf.data.Dataset.from_tensor_slices((images, marks)).map(lambda i, m: align_tf(i, m, (112, 96))[0])
+    ds = tf.data.Dataset.from_tensor_slices((images, marks))
+    ds = ds.map(lambda i, m: align_tf(i, m, (112, 96))[0])
     first = next(iter(ds))
     assert np.abs(first.numpy().astype(int) - ref.astype(int)).mean() < 1.0
 
@@ -355,7 +362,8 @@ def test_box_schemes_use_a_detector_box_when_given(astronaut, face):
     from_marks, _ = apply_crop("gnet_unaligned_face", astronaut, face.points)
     from_box, _ = apply_crop("gnet_unaligned_face", astronaut, face.points, box=face.box)
     assert from_box.shape == from_marks.shape
-    assert np.abs(from_box.astype(int) - from_marks.astype(int)).mean() < 40  # same face, near framing
+    # the same face, framed nearly alike
+    assert np.abs(from_box.astype(int) - from_marks.astype(int)).mean() < 40
     shifted, _ = apply_crop("gnet_unaligned_face", astronaut, face.points, box=(0, 0, 100, 100))
     assert np.abs(shifted.astype(int) - from_box.astype(int)).mean() > 20
     # aligned schemes ignore boxes
@@ -386,7 +394,8 @@ def test_draw_faces(astronaut, face):
 # bad input and the command line
 # ------------------------------------------------------------------------------------------------
 
-GOOD = ["gray.jpg", "rgba.png", "gray16.png", "rgb16.png", "cmyk.jpg", "exif_rotated.jpg", "huge_6000.jpg"]
+GOOD = ["gray.jpg", "rgba.png", "gray16.png", "rgb16.png", "cmyk.jpg", "exif_rotated.jpg"]
+GOOD += ["huge_6000.jpg"]
 BAD = ["truncated.jpg", "notes.jpg", "empty.png"]
 
 
@@ -406,7 +415,8 @@ def bad_dir(tmp_path_factory, astronaut) -> Path:
     Image.fromarray(astronaut).convert("CMYK").save(root / "cmyk.jpg", quality=92)
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    Image.fromarray(np.ascontiguousarray(np.rot90(astronaut))).save(root / "exif_rotated.jpg", exif=exif.tobytes(), quality=92)
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(astronaut)))
+    sideways.save(root / "exif_rotated.jpg", exif=exif.tobytes(), quality=92)
     huge = cv2.resize(astronaut, (6000, 6000), interpolation=cv2.INTER_LINEAR)
     Image.fromarray(huge).save(root / "huge_6000.jpg", quality=80)
     Image.fromarray(astronaut).save(root / "full.jpg", quality=92)
@@ -416,7 +426,7 @@ def bad_dir(tmp_path_factory, astronaut) -> Path:
     (root / "notes.jpg").write_text("this is not an image\n")
     (root / "empty.png").write_bytes(b"")
     Image.fromarray(np.full((1, 1, 3), 128, np.uint8)).save(root / "one.png")
-    (root / "README.txt").write_text("not an image, and not named like one: skipped in folder runs\n")
+    (root / "README.txt").write_text("not an image nor named like one: folder runs skip it\n")
     return root
 
 
@@ -458,7 +468,7 @@ def test_to_rgb_uint8_layouts():
     assert to_rgb_uint8(np.full((2, 2, 1), 65535, np.uint16)).max() == 255
     rgba = np.zeros((2, 2, 4), np.uint8)
     assert (to_rgb_uint8(rgba) == 255).all()  # fully transparent -> white
-    with pytest.raises(ImageError, match="shape"):
+    with pytest.raises(ImageError, match="expected an HxW"):
         to_rgb_uint8(np.zeros((2, 2, 5), np.uint8))
 
 
@@ -466,12 +476,14 @@ def test_cli_folder_run(bad_dir, tmp_path, capsys):
     from kerasface.faces.__main__ import main
 
     annotate, crops = tmp_path / "annotated", tmp_path / "crops"
-    rc = main(["detect", str(bad_dir), "--annotate", str(annotate), "--crop", "wang_112x96", "--out", str(crops)])
+    rc = main(["detect", str(bad_dir), "--annotate", str(annotate)]
+              + ["--crop", "wang_112x96", "--out", str(crops)])
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.splitlines()]
     by_name = {Path(r["path"]).name: r for r in records}
     assert rc == 1  # some failed
-    assert set(by_name) == set(GOOD + BAD + ["one.png"])  # README.txt is skipped, nested files found
+    # README.txt is skipped, nested files are found
+    assert set(by_name) == set(GOOD + BAD + ["one.png"])
     for name in BAD:
         assert set(by_name[name]) == {"path", "error"}
         assert name in by_name[name]["error"] and "\n" not in by_name[name]["error"]
@@ -482,21 +494,26 @@ def test_cli_folder_run(bad_dir, tmp_path, capsys):
         assert len(rec["faces"]) == 1, (name, rec)
         f = rec["faces"][0]
         assert _is_json_plain(f) and set(f["landmarks"]) == set(LANDMARK_NAMES)
-        assert f["landmarks"]["left_eye"][1] < f["landmarks"]["mouth_left"][1]  # upright, EXIF applied
+        # upright (EXIF applied): eyes above the mouth
+        assert f["landmarks"]["left_eye"][1] < f["landmarks"]["mouth_left"][1]
         crop = Path(f["crop"])
         assert crop.is_file() and Image.open(crop).size == (96, 112)
     huge = by_name["huge_6000.jpg"]
     assert (huge["width"], huge["height"]) == (6000, 6000)
-    assert 600 < huge["faces"][0]["box"][3] < 1800  # found on the shrunk copy, reported in full pixels
+    # found on the shrunk copy, reported in full-size pixels
+    assert 600 < huge["faces"][0]["box"][3] < 1800
     assert (annotate / "nested" / "deeper" / "rgb16.png").is_file()
     assert (annotate / "gray.jpg").is_file() and (annotate / "one.png").is_file()
     assert "faces" in captured.err and "3 failed" in captured.err  # progress bar and summary
 
 
+CLI = [sys.executable, "-m", "kerasface.faces"]
+
+
 def test_cli_as_a_program(bad_dir):
     """The real entry point; these two files need no detector, so no TensorFlow start-up."""
     proc = subprocess.run(
-        [sys.executable, "-m", "kerasface.faces", "detect", str(bad_dir / "one.png"), str(bad_dir / "notes.jpg"), "--no-progress"],
+        [*CLI, "detect", str(bad_dir / "one.png"), str(bad_dir / "notes.jpg"), "--no-progress"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -507,7 +524,7 @@ def test_cli_as_a_program(bad_dir):
     assert lines[0] == {"path": str(bad_dir / "one.png"), "width": 1, "height": 1, "faces": []}
     assert lines[1]["error"].startswith(str(bad_dir / "notes.jpg"))
     bad = subprocess.run(
-        [sys.executable, "-m", "kerasface.faces", "detect", str(bad_dir / "one.png"), "--crop", "nope", "--out", "x"],
+        [*CLI, "detect", str(bad_dir / "one.png"), "--crop", "nope", "--out", "x"],
         capture_output=True,
         text=True,
         cwd=REPO,

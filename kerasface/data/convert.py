@@ -27,6 +27,7 @@ from PIL import Image
 
 from kerasface.data import DATASETS, FaceAnnotation
 from kerasface.faces.crops import CROPS, apply_crop
+from kerasface.faces.images import ImageError, load_image
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,6 @@ class Prepared:
     error: str = ""
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode any image file to RGB uint8; raises OSError/ValueError on missing or corrupt files."""
-    with Image.open(path) as img:
-        img.load()  # forces a full decode, so truncated files fail here
-        return np.asarray(img.convert("RGB"))
-
-
 def encode(image: np.ndarray, image_format: str, quality: int) -> bytes:
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     buffer = io.BytesIO()
@@ -70,16 +64,24 @@ def encode(image: np.ndarray, image_format: str, quality: int) -> bytes:
 
 
 def prepare(job: Job) -> Prepared:
+    """Read, crop and encode one face; failures come back as a reason instead of an exception."""
     face = job.face
     try:
-        image = read_rgb(Path(job.root) / face.path)
-        crop, landmarks = apply_crop(job.crop, image, face.landmarks)
+        image = load_image(Path(job.root) / face.path)
+        if np.isnan(face.landmarks).any():  # a whole photo without annotations: detect the face
+            from kerasface.faces.detect import detect_and_crop
+
+            found = detect_and_crop(image, job.crop, rule="centre")
+            if found is None:
+                return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels,
+                                "no face found")
+            crop, landmarks = found
+        else:
+            crop, landmarks = apply_crop(job.crop, image, face.landmarks)
         encoded = encode(crop, job.image_format, job.quality)
         return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels)
-    except FileNotFoundError:
-        reason = "missing file"
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for corrupt or unknown data
-        reason = f"unreadable image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    except ImageError as exc:
+        reason = str(exc).split(": ", 1)[-1]  # the message starts with the path, listed separately
     return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, reason)
 
 

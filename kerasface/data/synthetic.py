@@ -9,7 +9,8 @@ Format (the MTFL section of DATA_FORMATS.md, quirks included, so that the MTFL r
 exactly as on the real files):
 
     ROOT/lfw_5590/synth_NNNNNN.jpg   250x250 RGB        (training.txt, ~41.5% of its lines)
-    ROOT/net_7876/synth_NNNNNN.jpg   400x400 or 160x216 (W x H), the two sizes of the real folder
+    ROOT/net_7876/synth_NNNNNN.jpg   400x400 or 160x216 (W x H), the two sizes of the real folder;
+                                     big faces are drawn smaller and upscaled, as the real ones are
     ROOT/AFLW/synth_NNNNNN.jpg       150x150, about 1% saved as single-channel (grayscale) JPEG
     ROOT/training.txt  ROOT/testing.txt  ROOT/DEMO_README.txt
 
@@ -32,17 +33,18 @@ on the drawn feature, whatever the pose. Lambertian shading with a random light,
 background (plain, gradient, blotchy texture or cluttered shapes), shoulders and neck, a linear
 lighting gradient over the whole image, a colour cast, a slight blur and Gaussian noise follow.
 
-- head pose: a yaw rotation of the 3-D head. Frontal |yaw| < 12 deg, left/right 16..35 deg,
-  profiles 41..62 deg (negative yaw = pose 1/2, the face turns to the image left). The nose and the
-  eyes then move sideways against the face outline (nose offset / inter-ocular distance ~0.5 tan(yaw),
-  as measured on the real MTFL lines), the far eye is foreshortened and may be partly hidden by the
-  nose: its landmark is still reported. Face scale, position, an in-plane roll (sd 5 deg, at most
-  15) and proportions (nose length, mouth height and width) vary independently.
+- head pose: a yaw rotation of the 3-D head. Frontal |yaw| < 11 deg, left/right 15..32 deg,
+  profiles 38..55 deg (negative yaw = pose 1/2, the face turns to the image left). The nose and the
+  eyes then move sideways against the face outline (nose offset / inter-ocular distance about
+  0.5 tan(yaw), as measured on the real MTFL lines); the far eye is foreshortened and may be
+  partly hidden by the nose: its landmark is still reported. Face scale, position, an in-plane
+  roll (sd 6.5 deg, at most 18) and proportions (nose length, mouth height and width) vary
+  independently.
 - smile: the mouth curve. Smiling faces have upturned corners: 65% an open crescent (dark cavity
   with a band of upper teeth), 35% a closed upturned arc; plus wider mouths, nasolabial folds and
   slightly narrowed eyes. Non-smiling faces have a flat or slightly downturned closed line (12% are
   slightly parted, without upturned corners).
-- gender: hair (females: 80% long hair with a back curtain, 30% of them bangs; males: 87% short,
+- gender: hair (females: 80% long hair with a back curtain, a third with bangs; males: 87% short,
   5% bald, 8% long), jaw shape (males wider, squarer jaw and chin, females a narrower, pointed
   chin, with overlapping ranges), eyebrow thickness (overlapping), a beard, moustache or stubble on
   35% of males, lipstick (45%), eye shadow and thicker lashes on some females, earrings (20%).
@@ -81,7 +83,7 @@ PARTS = {
 }
 
 _POSE_PROBS = (0.04, 0.12, 0.68, 0.12, 0.04)
-_POSE_YAW = {1: (41.0, 62.0), 2: (16.0, 35.0), 3: (0.0, 12.0), 4: (16.0, 35.0), 5: (41.0, 62.0)}
+_POSE_YAW = {1: (38.0, 55.0), 2: (15.0, 32.0), 3: (0.0, 11.0), 4: (15.0, 32.0), 5: (38.0, 55.0)}
 _POSE_SIGN = {1: -1.0, 2: -1.0, 3: 0.0, 4: 1.0, 5: 1.0}
 
 _SKIN = np.array([[255, 226, 200], [243, 200, 168], [228, 176, 140], [205, 145, 105],
@@ -105,7 +107,7 @@ def _lerp(a, b, t):
 
 
 def _soft(d_model: np.ndarray, px: float) -> np.ndarray:
-    """Coverage from a signed distance in model units (positive inside), anti-aliased over a pixel."""
+    """Coverage from a signed distance in model units (positive inside), anti-aliased on a pixel."""
     return np.clip(d_model / px + 0.5, 0.0, 1.0)
 
 
@@ -127,9 +129,9 @@ def _palette(rng: np.random.Generator, table: np.ndarray, probs=None) -> np.ndar
 
 def _pose_from_yaw(yaw: float) -> int:
     a = abs(yaw)
-    if a < 14.0:
+    if a < 13.0:
         return 3
-    if a < 38.0:
+    if a < 35.0:
         return 2 if yaw < 0 else 4
     return 1 if yaw < 0 else 5
 
@@ -151,7 +153,7 @@ class _Face:
         po = int(rng.choice(5, p=_POSE_PROBS)) + 1
         yaw_draw = u(*_POSE_YAW[po])
         sign_draw = 1.0 if rng.random() < 0.5 else -1.0
-        roll_draw = float(np.clip(rng.normal(0.0, 5.0), -15.0, 15.0))
+        roll_draw = float(np.clip(rng.normal(0.0, 6.5), -18.0, 18.0))
         self.gender = int(labels.get("gender", g))
         self.smile = int(labels.get("smile", sm))
         self.glasses = int(labels.get("glasses", gl))
@@ -171,20 +173,20 @@ class _Face:
 
         # Head shape.
         self.W = u(1.08, 1.22) if male else u(1.02, 1.15)
-        self.jaw_p = u(2.2, 3.6) if male else u(1.5, 2.5)
-        self.y_chin = u(1.62, 1.82) if male else u(1.52, 1.7)
+        self.jaw_p = u(2.2, 3.6) if male else u(1.7, 2.6)
+        self.y_chin = u(1.62, 1.82) if male else u(1.56, 1.74)
         self.y_top = -u(1.55, 1.75)
         self.y_wide = u(-0.1, 0.2)
         self.D = u(1.12, 1.28)
-        self.jaw_narrow = u(0.0, 0.12) if male else u(0.08, 0.22)
+        self.jaw_narrow = u(0.0, 0.1) if male else u(0.05, 0.16)
 
         # Features.
         self.y_nose = u(0.54, 0.68)
         self.nose_out = u(0.32, 0.48)
         self.tip_r = u(0.1, 0.14)
-        self.ala_x = u(0.12, 0.16)
-        self.ala_r = u(0.075, 0.1)
-        self.mouth_w = u(0.44, 0.52) if smiling else u(0.36, 0.46)
+        self.ala_x = u(0.11, 0.14)
+        self.ala_r = u(0.07, 0.09)
+        self.mouth_w = u(0.42, 0.49) if smiling else u(0.36, 0.44)
         self.y_mouth = self.y_nose + u(0.38, 0.5) - (0.03 if smiling else 0.0)
         self.eye_w = u(0.18, 0.23)
         self.eye_h = u(0.07, 0.1) * (u(0.72, 0.9) if smiling else 1.0)
@@ -219,9 +221,11 @@ class _Face:
         self.iris_col = _palette(rng, _IRIS, _IRIS_P)
         lip_nat = self.skin * np.array([0.86, 0.62, 0.62], np.float32) * u(0.9, 1.0)
         self.lipstick = (not male) and rng.random() < 0.45
-        self.lip_col = _lerp(lip_nat, _palette(rng, _LIPSTICK), u(0.6, 0.9)) if self.lipstick else lip_nat
-        self.brow_col = np.minimum(self.hair_col * 0.8, self.skin * 0.55) if self.hair_col.mean() > 150 \
-            else self.hair_col * 0.9
+        self.lip_col = (_lerp(lip_nat, _palette(rng, _LIPSTICK), u(0.6, 0.9)) if self.lipstick
+                        else lip_nat)
+        blond = self.hair_col.mean() > 150
+        self.brow_col = (np.minimum(self.hair_col * 0.8, self.skin * 0.55) if blond
+                         else self.hair_col * 0.9)
         self.blush = u(0.0, 0.18) if not male else u(0.0, 0.08)
 
         # Hair.
@@ -233,7 +237,8 @@ class _Face:
         self.hair_h = {"short": u(0.06, 0.16), "bald": 0.0, "long": u(0.12, 0.22)}[self.hair_style]
         self.hairline = -u(0.72, 0.95) if male else -u(0.68, 0.85)
         self.recede = u(0.0, 0.25) if male else 0.0
-        self.bangs = (self.hair_style == "long" and rng.random() < 0.3) or (not male and rng.random() < 0.1)
+        self.bangs = ((self.hair_style == "long" and rng.random() < 0.3)
+                      or (not male and rng.random() < 0.1))
         self.bang_y = -u(0.5, 0.62)
         self.curtain = u(0.74, 0.86)
         self.long_end = u(2.3, 3.6)
@@ -243,12 +248,14 @@ class _Face:
 
         # Gender extras.
         b = rng.random()
-        self.beard = (("stubble" if b < 0.4 else "full" if b < 0.65 else "moustache" if b < 0.85 else "goatee")
-                      if male and rng.random() < 0.35 else None)
+        kind = ("stubble" if b < 0.4 else "full" if b < 0.65
+                else "moustache" if b < 0.85 else "goatee")
+        self.beard = kind if male and rng.random() < 0.35 else None
         self.beard_alpha = u(0.3, 0.45) if self.beard == "stubble" else u(0.75, 0.95)
         self.lashes = u(0.025, 0.045) if not male else u(0.012, 0.025)
-        self.eyeshadow = _palette(rng, np.array([[120, 80, 120], [110, 80, 60], [80, 100, 140]], np.float32)) \
-            if (not male and rng.random() < 0.25) else None
+        shadows = np.array([[120, 80, 120], [110, 80, 60], [80, 100, 140]], np.float32)
+        shadow = _palette(rng, shadows)
+        self.eyeshadow = shadow if (not male and rng.random() < 0.25) else None
         self.earrings = (not male) and rng.random() < 0.2
 
         # Glasses.
@@ -256,15 +263,17 @@ class _Face:
         self.g_ry = u(0.16, 0.24)
         self.g_n = u(2.0, 4.5)
         self.g_w = u(0.022, 0.045)
-        self.g_col = _palette(rng, np.array([[20, 20, 22], [60, 40, 30], [110, 30, 35], [140, 140, 150],
-                                             [170, 140, 70]], np.float32))
+        self.g_col = _palette(rng, np.array([[20, 20, 22], [60, 40, 30], [110, 30, 35],
+                                             [140, 140, 150], [170, 140, 70]], np.float32))
         self.g_tint = rng.random() < 0.25
-        self.g_tint_col = _palette(rng, np.array([[25, 25, 30], [60, 45, 30], [35, 50, 40]], np.float32))
+        tints = np.array([[25, 25, 30], [60, 45, 30], [35, 50, 40]], np.float32)
+        self.g_tint_col = _palette(rng, tints)
         self.g_alpha = u(0.65, 0.88) if self.g_tint else u(0.06, 0.14)
 
         # Lighting and body.
         az, el = math.radians(u(-70, 70)), math.radians(u(5, 55))
-        self.light = np.array([math.sin(az) * math.cos(el), -math.sin(el), math.cos(az) * math.cos(el)], np.float32)
+        self.light = np.array([math.sin(az) * math.cos(el), -math.sin(el),
+                               math.cos(az) * math.cos(el)], np.float32)
         self.ambient = u(0.42, 0.6)
         self.diffuse = u(0.45, 0.65)
         self.shirt = rng.uniform(20, 235, 3).astype(np.float32)
@@ -316,21 +325,21 @@ class _Head:
         ridge_q = np.stack([np.array([1.0, 0, 0], np.float32), axis, perp], axis=1)
         self.prims = [
             # (name, centre, rotation (columns = local axes), semi-axes, part)
-            ("ridge", centre, ridge_q, np.array([0.1, half, 0.13], np.float32), PARTS["nose"]),
+            ("ridge", centre, ridge_q, np.array([0.13, half, 0.13], np.float32), PARTS["nose"]),
             ("tip", self.tip - np.array([0, 0, f.tip_r], np.float32), np.eye(3, dtype=np.float32),
              np.full(3, f.tip_r, np.float32), PARTS["nose_tip"]),
         ]
         for s in (-1.0, 1.0):
-            ya = f.y_nose + 0.05
-            ca = np.array([s * f.ala_x, ya, zs(s * f.ala_x, ya) - 0.02], np.float32)
-            self.prims.append(("ala", ca, np.eye(3, dtype=np.float32), np.full(3, f.ala_r, np.float32),
-                               PARTS["nose"]))
+            ya = f.y_nose + 0.04
+            ca = np.array([s * f.ala_x, ya, zs(s * f.ala_x, ya) - 0.03], np.float32)
+            self.prims.append(("ala", ca, np.eye(3, dtype=np.float32),
+                               np.full(3, f.ala_r, np.float32), PARTS["nose"]))
         for s in (-1.0, 1.0):
             ye_ = 0.3
             ae = float(np.interp(ye_, ys, self.A))
             self.prims.append(("ear", np.array([s * (ae + 0.03), ye_, -0.1], np.float32),
-                               np.eye(3, dtype=np.float32), np.array([0.11, 0.27, 0.17], np.float32),
-                               PARTS["ear"]))
+                               np.eye(3, dtype=np.float32),
+                               np.array([0.11, 0.27, 0.17], np.float32), PARTS["ear"]))
 
     def _profile(self, ys, W, D, y_top, h):
         f = self.f
@@ -370,8 +379,8 @@ def _row_hit(X, k, A, C, dA, dC, cs, sn):
     t = np.where(ok, t, -np.inf)
     da = dA[k]
     dc = dC[k]
-    n = np.stack([x * ia2, -(x * x * da * ia2 / np.maximum(a_, 1e-3) + z * z * dc * ic2 / np.maximum(c_, 1e-3)),
-                  z * ic2], -1)
+    ny = -(x * x * da * ia2 / np.maximum(a_, 1e-3) + z * z * dc * ic2 / np.maximum(c_, 1e-3))
+    n = np.stack([x * ia2, ny, z * ic2], -1)
     return t, x, z, n, hw, a_, c_
 
 
@@ -436,7 +445,8 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
         wn.done()
 
     # Eyebrows: an arch over each eye, thicker at the inner end.
-    wn = Win((y > f.brow_y - f.brow_arch - 0.15) & (y < f.brow_y + 0.15) & (ax > 0.15) & (ax < 0.87))
+    wn = Win((y > f.brow_y - f.brow_arch - 0.15) & (y < f.brow_y + 0.15)
+             & (ax > 0.15) & (ax < 0.87))
     if wn:
         u = np.clip((wn.ax - 0.2) / 0.62, 0, 1)
         yb = f.brow_y - f.brow_arch * np.clip(np.sin(u * np.pi), 0, 1) ** 0.8 + 0.04 * u
@@ -467,7 +477,8 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
         pupil = np.minimum(_soft(f.pupil_r - ir, px), white)
         _blend(sub, pupil, np.array([12, 9, 8], np.float32))
         sp[pupil > 0.5] = PARTS["pupil"]
-        glint = _ellipse_alpha(xx, yy, cx - 0.5 * f.iris_r, -0.5 * f.iris_r, 0.016, 0.016, px) * white
+        glint = white * _ellipse_alpha(xx, yy, cx - 0.5 * f.iris_r, -0.5 * f.iris_r, 0.016, 0.016,
+                                       px)
         _blend(sub, glint * 0.8, np.array([250, 250, 250], np.float32))
         # Upper lid and lashes (a dark rim above the eye), faint lower lid.
         rim = _soft(np.minimum((r - 1) * f.eye_h + 0.004, (1 - r) * f.eye_h + f.lashes), px)
@@ -518,7 +529,8 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
     # Mouth.
     kind, ku, kl, teeth = f.mouth
     w, ym = f.mouth_w, f.y_mouth
-    wn = Win((ax < w + 0.08) & (y > ym + min(ku, 0) - f.lip_up - 0.08) & (y < ym + max(kl, 0) + f.lip_lo + 0.08))
+    wn = Win((ax < w + 0.08) & (y > ym + min(ku, 0) - f.lip_up - 0.08)
+             & (y < ym + max(kl, 0) + f.lip_lo + 0.08))
     if wn:
         xx, yy, axx, sub, sp = wn.x, wn.y, wn.ax, wn.col, wn.part
         xm = np.clip(xx / w, -1, 1)
@@ -526,7 +538,8 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
         taper = np.sqrt(np.clip(bow, 0, 1))
         inx = _soft((w - axx), px)
         yu, yl = ym + ku * bow, ym + kl * bow
-        up_out = yu - f.lip_up * taper - (0.012 * np.exp(-(xx / 0.07) ** 2) if kind == "closed" else 0.0)
+        bow_dip = 0.012 * np.exp(-(xx / 0.07) ** 2) if kind == "closed" else 0.0  # cupid's bow
+        up_out = yu - f.lip_up * taper - bow_dip
         lo_out = yl + f.lip_lo * taper
         lips = _soft(np.minimum(yy - up_out, lo_out - yy), px) * inx
         _blend(sub, lips * 0.9, f.lip_col)
@@ -538,17 +551,18 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
             if teeth:
                 tb = np.minimum(yl, yu + f.teeth_h * taper)
                 t = _soft(np.minimum(yy - yu, tb - yy), px) * opening
-                gaps = 1.0 - 0.25 * np.exp(-((((xx / 0.075) + 0.5) % 1.0 - 0.5) * 0.075 / 0.008) ** 2)
+                phase = ((xx / 0.075) + 0.5) % 1.0 - 0.5  # one tooth every 0.075
+                gaps = 1.0 - 0.25 * np.exp(-(phase * 0.075 / 0.008) ** 2)
                 _blend(sub, t, _TEETH * gaps[:, None])
                 sp[t > 0.5] = PARTS["teeth"]
         # The mouth line (dark, at least ~1 px wide) and the dark corners.
-        lw = max(0.016, 0.55 * px)
+        lw = max(0.02, 0.7 * px)
         line = _soft(lw - np.abs(yy - (yu + yl) / 2) + (yl - yu) / 2, px) * inx
         _blend(sub, line * 0.85, f.lip_col * 0.35)
         cr = max(0.028, 1.1 * px)
         for s in (-1.0, 1.0):
-            a = _ellipse_alpha(xx, yy, s * w, ym, cr, cr * 0.8, px)
-            _blend(sub, a * 0.8, f.lip_col * 0.35)
+            a = _ellipse_alpha(xx, yy, s * (w - 0.5 * cr), ym, cr, cr * 0.8, px)
+            _blend(sub, a * 0.9, f.lip_col * 0.3)
             sp[a > 0.5] = PARTS["lips"]
         wn.done()
 
@@ -560,7 +574,8 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
             tt = np.clip((wn.y - y0) / (y1 - y0), 0, 1)
             for s in (-1.0, 1.0):
                 xf = s * (f.ala_x + 0.08 + (w + 0.1 - f.ala_x - 0.08) * np.sin(tt * np.pi / 2))
-                a = _soft(0.018 - np.abs(wn.x - xf), px) * np.sqrt(np.clip(np.sin(tt * np.pi), 0, 1))
+                fade = np.sqrt(np.clip(np.sin(tt * np.pi), 0, 1))
+                a = _soft(0.018 - np.abs(wn.x - xf), px) * fade
                 wn.col *= (1.0 - 0.22 * a)[:, None]
             wn.done()
 
@@ -706,7 +721,8 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
 
     # The head: ray-cast over its bounding box.
     ext = f.W + f.hair_h + 0.35
-    corners = np.array([[sx * ext, sy, sz] for sx in (-1, 1) for sy in (f.y_top - f.hair_h - 0.1, yc + 0.15)
+    corners = np.array([[sx * ext, sy, sz] for sx in (-1, 1)
+                        for sy in (f.y_top - f.hair_h - 0.1, yc + 0.15)
                         for sz in (-f.D - f.hair_h, f.D + 0.9)])
     cuv, _ = project(corners)
     u0, v0 = np.floor(cuv.min(0)).astype(int)
@@ -720,20 +736,23 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         X, Y = d[:, 0].astype(np.float32), d[:, 1].astype(np.float32)
         dy = float(head.ys[1] - head.ys[0])
         k = np.clip(np.rint((Y - float(head.ys[0])) / dy).astype(np.int32), 0, len(head.ys) - 1)
-        t_head, xh, zh, n_head, hw_head, A_, C_ = _row_hit(X, k, head.A, head.C, head.dA, head.dC, cs, sn)
-        t_hair, xs_, zs_, n_hair, hw_hair, Ah_, Ch_ = _row_hit(X, k, head.Ah, head.Ch, head.dAh, head.dCh, cs, sn)
+        t_head, _, _, n_head, hw_head, A_, C_ = _row_hit(X, k, head.A, head.C, head.dA, head.dC,
+                                                         cs, sn)
+        t_hair, xs_, zs_, n_hair, hw_hair, Ah_, Ch_ = _row_hit(X, k, head.Ah, head.Ch, head.dAh,
+                                                                head.dCh, cs, sn)
 
         def hair_region(xm, ym, zm, a_, c_):
-            nx = np.abs(xm) / np.maximum(a_, 1e-3)
             nz = zm / np.maximum(c_, 1e-3)
             if f.hair_style == "bald":
                 return (ym < -0.2) & (nz < -0.35) & (ym > f.y_top * 0.3)
-            line = f.hairline + 0.3 * xm ** 2 - f.recede * np.exp(-((np.abs(xm) - 0.45) / 0.18) ** 2)
+            temples = np.exp(-((np.abs(xm) - 0.45) / 0.18) ** 2)
+            line = f.hairline + 0.3 * xm ** 2 - f.recede * temples
             if f.bangs:
                 line = np.where(np.abs(xm) < 0.75, np.maximum(line, f.bang_y), line)
             r = (ym < line) | ((ym < 0.0) & (nz < 0.45)) | ((ym < 0.45) & (nz < -0.15))
             if f.hair_style == "long":
-                r |= (ym < 1.45) & ((nx > f.curtain) | (nz < 0.35))
+                # The curtain hangs straight: beside the cheeks, off the narrowing jaw.
+                r |= (ym < 1.45) & ((np.abs(xm) > f.curtain * f.W) | (nz < 0.35))
             return r
 
         ys_h = Y
@@ -782,12 +801,13 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
             ear = pid >= 1 + len(head.prims) - 2
             col[ear] *= 0.93
             nose_tip = pid == 2
-            col[nose_tip] = _lerp(col[nose_tip], f.skin * np.array([1.0, 0.8, 0.8], np.float32), 0.15)
+            redder = f.skin * np.array([1.0, 0.8, 0.8], np.float32)
+            col[nose_tip] = _lerp(col[nose_tip], redder, 0.15)
             _paint_face(f, head, xm[idx], Y[idx], col, pc, px, rng)
             if f.earrings:
                 for sgn in (-1.0, 1.0):
-                    a = _ellipse_alpha(xm[idx], Y[idx], sgn * (np.interp(0.55, head.ys, head.A) + 0.02), 0.58,
-                                       0.045, 0.045, px) * ear
+                    lobe_x = sgn * (np.interp(0.55, head.ys, head.A) + 0.02)
+                    a = _ellipse_alpha(xm[idx], Y[idx], lobe_x, 0.58, 0.045, 0.045, px) * ear
                     _blend(col, a, np.array([215, 180, 70], np.float32))
             colours[idx] = col * (shade[idx] * ao[idx])[:, None]
             part_flat[idx] = pc
@@ -796,7 +816,8 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
             hx = np.where(use_hair[idx], xs_[idx], xm[idx])
             hz = np.where(use_hair[idx], zs_[idx], zm[idx])
             azim = np.arctan2(hx - f.part * 0.3, hz)  # strands run down from the parting
-            streak = 0.82 + 0.18 * np.sin(f.hair_freq * 0.35 * azim + 2 * np.sin(4 * Y[idx]) + f.hair_phase)
+            wave = 2 * np.sin(4 * Y[idx]) + f.hair_phase
+            streak = 0.82 + 0.18 * np.sin(f.hair_freq * 0.35 * azim + wave)
             half = nv[idx] + np.array([0, 0, 1.0], np.float32) + f.light
             half /= np.linalg.norm(half, axis=1, keepdims=True)
             spec = 60.0 * np.clip(half @ f.light, 0, 1) ** 12
@@ -850,7 +871,8 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
             xi = 0.5 - f.g_rx
             zb = max(zl, head.surface_z(0.0, cy - 0.06) + 0.16)
             tt = np.linspace(-1, 1, 50)
-            pts.append(np.stack([tt * xi, cy - 0.03 - 0.06 * (1 - tt ** 2), zl + (zb - zl) * (1 - tt ** 2)], -1))
+            arch = 1 - tt ** 2
+            pts.append(np.stack([tt * xi, cy - 0.03 - 0.06 * arch, zl + (zb - zl) * arch], -1))
             P = np.concatenate(pts)
             uvp, zp = project(P)
             rad = max(0.7, f.g_w * s * cs ** 0.3)
@@ -886,7 +908,8 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         # Sensor-like noise: mostly luminance, a little chroma.
         sigma = rng.uniform(1.0, 7.0)
         noise = rng.standard_normal((h, w, 1), dtype=np.float32) * sigma
-        noise = noise + rng.standard_normal((1, 1, 3), dtype=np.float32) * (0.15 * sigma) * np.sign(noise)
+        chroma = rng.standard_normal((1, 1, 3), dtype=np.float32) * (0.15 * sigma)
+        noise = noise + chroma * np.sign(noise)
         image = np.clip(np.asarray(out, np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
     else:
         image = np.asarray(out).copy()
@@ -905,10 +928,12 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
 
 # Image size and face placement per MTFL folder, from the real files' statistics.
 FOLDER_STYLES = {
-    "lfw_5590": {"sizes": [((250, 250), 1.0)], "iod": (37.0, 49.0), "nose_x": (0.46, 0.54), "nose_y": (0.52, 0.58)},
+    "lfw_5590": {"sizes": [((250, 250), 1.0)], "iod": (37.0, 49.0),
+                 "nose_x": (0.46, 0.54), "nose_y": (0.52, 0.58)},
     "net_7876": {"sizes": [((400, 400), 0.57), ((216, 160), 0.43)], "iod_frac": (0.17, 0.27),
                  "nose_x": (0.4, 0.6), "nose_y": (0.45, 0.58)},
-    "AFLW": {"sizes": [((150, 150), 1.0)], "iod": (38.0, 52.0), "nose_x": (0.39, 0.61), "nose_y": (0.43, 0.6)},
+    "AFLW": {"sizes": [((150, 150), 1.0)], "iod": (38.0, 52.0),
+             "nose_x": (0.39, 0.61), "nose_y": (0.43, 0.6)},
 }
 _TRAIN_LFW_FRACTION = 4151 / 10000
 _GRAY_FRACTION = 28 / 2995
@@ -986,14 +1011,16 @@ Regenerate: python -m kerasface.data.synthetic --out DIR --train {train} --test 
 """
 
 
-def write_demo_mtfl(root: str | os.PathLike, num_train: int = 1000, num_test: int = 300, seed: int = 0,
-                    extra_unlisted: int = 0, workers: int | None = None, progress: bool | None = None) -> Path:
+def write_demo_mtfl(root: str | os.PathLike, num_train: int = 1000, num_test: int = 300,
+                    seed: int = 0, extra_unlisted: int = 0, workers: int | None = None,
+                    progress: bool | None = None) -> Path:
     """Render the synthetic MTFL-format demo dataset under `root` and return the root path.
 
     Deterministic: the same arguments give byte-identical list files and images (one child
     generator per image, so the result does not depend on `workers`). `extra_unlisted` adds that
     many images that no list names (spread over the three folders, as the real folders hold more
-    files than the lists). `workers`: processes (default: 1 up to 200 images, else all cores).
+    files than the lists). `workers`: processes (default: 1 up to 200 images or when TensorFlow
+    is loaded, else all cores); `progress`: a progress bar (default: when stderr is a terminal).
     """
     root = Path(root)
     for folder in FOLDER_STYLES:
@@ -1019,7 +1046,9 @@ def write_demo_mtfl(root: str | os.PathLike, num_train: int = 1000, num_test: in
         jobs.append((str(root), f"{folder}/unlisted_{j + 1:06d}.jpg", folder, extra_rngs[j], False))
 
     if workers is None:
-        workers = 1 if len(jobs) <= 200 else (os.cpu_count() or 1)
+        # In a process that has loaded TensorFlow, forking is unsafe and spawned workers would
+        # re-import the caller's main module (TensorFlow included): render in-process there.
+        workers = 1 if len(jobs) <= 200 or "tensorflow" in sys.modules else (os.cpu_count() or 1)
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
@@ -1032,7 +1061,8 @@ def write_demo_mtfl(root: str | os.PathLike, num_train: int = 1000, num_test: in
             bar = None
     results = []
     if workers > 1 and len(jobs) > 1:
-        method = "fork" if sys.platform.startswith("linux") and "tensorflow" not in sys.modules else "spawn"
+        linux = sys.platform.startswith("linux")
+        method = "fork" if linux and "tensorflow" not in sys.modules else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
             for r in pool.imap(_job, jobs, chunksize=8):
                 results.append(r)
@@ -1086,14 +1116,16 @@ def sample_grid(path: str | os.PathLike, n: int = 24, seed: int = 0, cell: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kerasface.data.synthetic",
-                                description="Write the SYNTHETIC MTFL-format demo dataset (drawn faces, not real people).")
+    p = argparse.ArgumentParser(
+        prog="python -m kerasface.data.synthetic",
+        description="Write the SYNTHETIC MTFL-format demo dataset (drawn faces, not real people).")
     p.add_argument("--out", required=True, help="folder to write (created if missing)")
     p.add_argument("--train", type=int, default=1000, help="lines in training.txt (default 1000)")
     p.add_argument("--test", type=int, default=300, help="lines in testing.txt (default 300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extra", type=int, default=0, help="extra images that no list names")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores above 200 images)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: all cores above 200 images)")
     p.add_argument("--grid", default=None, help="also save a PNG grid of sample faces here")
     a = p.parse_args(argv)
     import time

@@ -44,6 +44,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _notes(selection) -> None:
+    for task, why in selection.dropped.items():
+        _log(f"note: {task} not exported: {why}")
+    for note in selection.notes:
+        _log(f"note: {note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -55,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             from kerasface.export.saved_model import export_saved_model
 
             selection = select_heads(run, args.model)
-            for task, why in selection.dropped.items():
-                _log(f"note: {task} not exported: {why}")
+            _notes(selection)
             path = export_saved_model(run, selection, args.name, args.out, args.version,
                                       verify=not args.no_verify, log=_log)
             print(json.dumps({"saved_model": str(path), "version": int(path.name),
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  parity_report, sidecar_path)
 
             selection = select_heads(run, args.model)
+            _notes(selection)
             out = Path(args.out) if args.out else default_tflite_path(run, args.quant, args.model)
             path = export_tflite(run, selection, args.quant, out, samples=args.samples, log=_log)
             _log(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB) and {sidecar_path(path)}")

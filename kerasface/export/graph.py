@@ -91,7 +91,7 @@ class ServingGraph:
         models = models or {}
         self.heads: list[Head] = []
         for unit in selection.units:
-            model = models.get(unit.name) or load_keras_model(unit)
+            model = models[unit.name] if unit.name in models else load_keras_model(unit)
             self.heads.append(Head(unit, model, selection.tasks_of(unit)))
             self._check_model(self.heads[-1])
         self.tasks: list[Task] = [self.selection.heads[name].task(name) for name in selection.heads]

@@ -227,6 +227,7 @@ class Selection:
     heads: dict[str, Unit]  # attribute -> unit answering it (insertion order = output order)
     rule: str
     dropped: dict[str, str] = field(default_factory=dict)  # attribute -> why
+    notes: list[str] = field(default_factory=list)
 
     @property
     def units(self) -> list[Unit]:
@@ -244,6 +245,7 @@ class Selection:
             "crop": self.crop,
             "heads": {t: u.name for t, u in self.heads.items()},
             "dropped": dict(self.dropped),
+            "notes": list(self.notes),
         }
 
 
@@ -282,6 +284,12 @@ def select_heads(run: Run, model: str | None = None) -> Selection:
         options.append((len(heads), mean_acc, crop, heads))
     options.sort(key=lambda o: (-o[0], -o[1], o[2]))
     _, _, crop, heads = options[0]
+    notes = []
+    for task, unit in heads.items():
+        rivals = [u for u in by_crop[crop] if any(t.name == task for t in u.tasks)]
+        if len(rivals) > 1 and not math.isfinite(score(unit, unit.task(task))):
+            notes.append(f"{task}: no validation score in unit.json or metrics.json; chose {unit.name} "
+                         f"(most attributes, then name) among {len(rivals)} models")
     dropped = {}
     for _, _, other, other_heads in options[1:]:
         for t in other_heads:
@@ -290,4 +298,4 @@ def select_heads(run: Run, model: str | None = None) -> Selection:
     scope = f"model {model!r}" if model else "all models of the run"
     rule = (f"best validation score per attribute among {scope}, within one crop scheme "
             f"(most attributes, then highest mean accuracy); accuracy higher is better, landmark NME lower")
-    return Selection(crop=crop, heads=heads, rule=rule, dropped=dropped)
+    return Selection(crop=crop, heads=heads, rule=rule, dropped=dropped, notes=notes)

@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,22 @@ def read_records(files: list[str], limit: int | None = None):
     return out
 
 
+_PREPROCESS_FNS: dict = {}
+
+
+def _preprocess_fn(size: tuple[int, int], channels: int):
+    key = (tuple(size), channels)
+    if key not in _PREPROCESS_FNS:
+        spec = tf.TensorSpec([size[0], size[1], channels], tf.float32)
+        _PREPROCESS_FNS[key] = tf.function(
+            lambda b: tf.map_fn(lambda e: preprocess_image(e, size, channels), b, fn_output_signature=spec),
+            input_signature=[tf.TensorSpec([None], tf.string)])
+    return _PREPROCESS_FNS[key]
+
+
 def float_inputs(graph: ServingGraph, records: list[dict]) -> np.ndarray:
     """The float-signature input for each record, preprocessed as in training."""
-    fn = tf.function(lambda b: tf.map_fn(lambda e: preprocess_image(e, graph.input_size, graph.channels), b,
-                                         fn_output_signature=tf.TensorSpec(
-                                             [graph.input_size[0], graph.input_size[1], graph.channels], tf.float32)))
+    fn = _preprocess_fn(graph.input_size, graph.channels)
     encoded = [r["encoded"] for r in records]
     chunks = [fn(tf.constant(encoded[i:i + 64])).numpy() for i in range(0, len(encoded), 64)]
     return np.concatenate(chunks) if chunks else np.zeros((0, *graph.input_size, graph.channels), np.float32)
@@ -109,7 +121,9 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
 
     with tempfile.TemporaryDirectory(prefix="kerasface-tflite-") as tmp:
         graph.archive(float_only=True).write_out(tmp, verbose=False)
-        return _converter(tmp, quant, representative).convert()
+        with warnings.catch_warnings():  # the int8 calibrator uses tf.lite.Interpreter internally
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            return _converter(tmp, quant, representative).convert()
 
 
 def op_summary(model_content: bytes) -> dict:
@@ -237,7 +251,10 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
     if meta.get("selection", {}).get("heads"):
         from kerasface.export.run import Selection as Sel
 
-        heads = {task: run.units[unit] for task, unit in meta["selection"]["heads"].items() if unit in run.units}
+        missing = sorted({u for u in meta["selection"]["heads"].values() if u not in run.units})
+        if missing:
+            raise ValueError(f"{side}: made from unit(s) {', '.join(missing)}, which {run.folder} does not hold")
+        heads = {task: run.units[unit] for task, unit in meta["selection"]["heads"].items()}
         selection = Sel(crop=meta["selection"]["crop"], heads=heads, rule=meta["selection"]["rule"])
     else:
         selection = select_heads(run, model)

@@ -6,7 +6,7 @@ crop it was trained on.
 
     from kerasface.faces import detect_faces, detect_and_crop, apply_crop, load_image
 
-    image = load_image("photo.jpg")                 # RGB uint8, EXIF-rotated; ImageError names the file
+    image = load_image("photo.jpg")                 # RGB uint8, upright; ImageError names the file
     faces = detect_faces(image)                     # [Face(box, score, landmarks)], best first
     crop, points = apply_crop("wang_112x96", image, faces[0].points)
     crop, points = detect_and_crop(image, "gnet_aligned_face", rule="centre")   # or None

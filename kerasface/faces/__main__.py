@@ -44,7 +44,9 @@ def _expand(paths: list[str]) -> list[tuple[Path, Path]]:
 
 
 def _annotated_name(rel: Path) -> Path:
-    return rel if rel.suffix.lower() in (".jpg", ".jpeg", ".png") else rel.with_name(rel.name + ".png")
+    if rel.suffix.lower() in (".jpg", ".jpeg", ".png"):
+        return rel
+    return rel.with_name(rel.name + ".png")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -54,11 +56,13 @@ def _build_parser() -> argparse.ArgumentParser:
         DEFAULT_SCORE_THRESHOLD,
     )
 
-    parser = argparse.ArgumentParser(prog="python -m kerasface.faces", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kerasface.faces", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    det = sub.add_parser("detect", help="detect faces in images or folders; one JSON line per image")
+    det = sub.add_parser("detect", help="detect faces in images or folders; a JSON line each")
     det.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
-    det.add_argument("--annotate", metavar="DIR", help="write annotated copies (boxes, landmarks) here")
+    det.add_argument("--annotate", metavar="DIR", help="write copies with boxes and landmarks here")
     det.add_argument("--crop", metavar="SCHEME", help="crop scheme for --out (see `schemes`)")
     det.add_argument("--out", metavar="DIR", help="write face crops here (needs --crop)")
     det.add_argument("--rule", default="all", choices=["all", "centre", "center", "largest"],
@@ -68,7 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     det.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
                      help=f"minimum face score (default {DEFAULT_SCORE_THRESHOLD})")
     det.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
-                     help=f"detect on a copy shrunk to this longest side (default {DEFAULT_MAX_SIDE}; 0 = never)")
+                     help="detect on a copy shrunk to this longest side "
+                     f"(default {DEFAULT_MAX_SIDE}; 0 = never)")
     det.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("schemes", help="list the registered crop schemes")
     return parser
@@ -99,7 +104,10 @@ def _detect(args) -> int:
     annotate = Path(args.annotate) if args.annotate else None
     out = Path(args.out) if args.out else None
     n_faces = n_failed = 0
-    bar = tqdm(items, desc="faces", unit="img", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    bar = tqdm(
+        items, desc="faces", unit="img", file=sys.stderr, disable=args.no_progress,
+        dynamic_ncols=True,
+    )
     for path, rel in bar:
         record: dict = {"path": str(path)}
         try:
@@ -126,7 +134,9 @@ def _detect(args) -> int:
             n_faces += len(faces)
         except Exception as exc:  # one bad image never stops a folder run
             n_failed += 1
-            msg = str(exc) if isinstance(exc, ImageError) else f"{path}: {type(exc).__name__}: {exc}"
+            msg = str(exc)
+            if not isinstance(exc, ImageError):
+                msg = f"{path}: {type(exc).__name__}: {exc}"
             msg = " ".join(msg.split())
             record = {"path": str(path), "error": msg}
             tqdm.write(f"error: {msg}", file=sys.stderr)

@@ -151,8 +151,10 @@ def _after_shrink(matrix: np.ndarray, fx: float, fy: float) -> np.ndarray:
     return np.concatenate([lin, shift[:, None]], axis=1)
 
 
-def warp_affine_np(image: np.ndarray, matrix, size: tuple[int, int], antialias: bool = True) -> np.ndarray:
-    """Output pixel q takes the bilinear sample of `image` at matrix^-1 q; outside the image is zero.
+def warp_affine_np(
+    image: np.ndarray, matrix, size: tuple[int, int], antialias: bool = True
+) -> np.ndarray:
+    """Output pixel q takes the bilinear sample of `image` at matrix^-1 q; outside is zero.
 
     matrix: (2, 3), image pixels -> output pixels. size: (height, width). With `antialias`, a
     matrix that shrinks by more than 2x first shrinks the image by area averaging.
@@ -170,7 +172,12 @@ def warp_affine_np(image: np.ndarray, matrix, size: tuple[int, int], antialias: 
             work = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
             matrix = _after_shrink(matrix, w / image.shape[1], h / image.shape[0])
     out = cv2.warpAffine(
-        work, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        work,
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
     if out.ndim == 2 and image.ndim == 3:
         out = out[..., None]
@@ -263,7 +270,8 @@ def warp_affine_tf(image, matrix, size: tuple[int, int], antialias: bool = True)
             small = tf.image.resize(img, tf.stack([h, w]), method="area")
             fx, fy = tf.cast(w, tf.float32) / w_in, tf.cast(h, tf.float32) / h_in
             lin = matrix[:, :2] * tf.stack([1.0 / fx, 1.0 / fy])[None, :]
-            shift = tf.linalg.matvec(matrix[:, :2], tf.stack([0.5 / fx - 0.5, 0.5 / fy - 0.5])) + matrix[:, 2]
+            half = tf.stack([0.5 / fx - 0.5, 0.5 / fy - 0.5])
+            shift = tf.linalg.matvec(matrix[:, :2], half) + matrix[:, 2]
             return small, tf.concat([lin, shift[:, None]], axis=1)
 
         def keep():

@@ -25,7 +25,7 @@ class CropScheme:
     grayscale: bool
     fn: CropFn
     description: str = ""
-    uses_box: bool = False  # fn accepts box=(x, y, w, h), a detector box to use instead of the landmarks'
+    uses_box: bool = False  # fn accepts box=(x, y, w, h): a detector box replacing the landmarks'
 
 
 CROPS: Registry[CropScheme] = Registry("crop scheme")
@@ -112,6 +112,7 @@ def nose_centred_150(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarr
 from kerasface.faces import align as _align  # noqa: E402  (kept below the original schemes)
 
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
+CropResult = tuple[np.ndarray, np.ndarray]  # crop, landmarks in crop pixels
 
 
 def face_box_from_landmarks(landmarks: np.ndarray) -> Box:
@@ -140,7 +141,7 @@ def _face_box(landmarks: np.ndarray, box) -> Box:
     return (x, y, w, h)
 
 
-def _square_window(image: np.ndarray, landmarks: np.ndarray, left: float, top: float, side: float, out: int):
+def _square_window(image, landmarks, left: float, top: float, side: float, out: int):
     """Resample the square [left, left+side) x [top, top+side) (image pixel edges) to out x out."""
     scale = out / side
     # pixel centre p (edge coordinate p + 0.5) -> crop centre q: q + 0.5 = (p + 0.5 - left) * scale
@@ -175,14 +176,14 @@ def _aligned(image, landmarks, size, zoom: float, centre: tuple[float, float]):
     return _align.align_np(image, landmarks, size, dst)
 
 
-#: Reference-frame point (96x112 SphereFace units) at the middle of the whole face, forehead to chin.
+#: Reference-frame point (96x112 SphereFace units) at the middle of the face, forehead to chin.
 FACE_CENTRE = (48.0, 69.0)
 #: Reference-frame point between the mouth and the cheeks.
 MOUTH_CHEEK_CENTRE = (48.0, 92.0)
 
 
 @register_crop("bknet_48_gray", (48, 48), grayscale=True, uses_box=True)
-def bknet_48_gray(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+def bknet_48_gray(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """sang_bknet: the MTCNN face box made square (side = its larger side, same centre), unaligned,
     resized to 48x48 and converted to grayscale (ITU-R 601 luma)."""
     return _box_crop(image, landmarks, box, 48, 1.0, "centre", 0.0)
@@ -198,7 +199,7 @@ def gnet_aligned_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndar
 
 
 @register_crop("gnet_unaligned_face", (224, 224), uses_box=True)
-def gnet_unaligned_face(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+def gnet_unaligned_face(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """gnet_snet scheme 2 (Fig. 3c): whole face, not aligned (no rotation): a square of 1.3x the
     face box's larger side s, centred on the face box, resized to 224x224 RGB. The face box is the
     detector's if given, else `face_box_from_landmarks`. Frames the face like scheme 1."""
@@ -206,7 +207,7 @@ def gnet_unaligned_face(image: np.ndarray, landmarks: np.ndarray, box=None) -> t
 
 
 @register_crop("gnet_unaligned_no_neck", (224, 224), uses_box=True)
-def gnet_unaligned_no_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+def gnet_unaligned_no_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """gnet_snet scheme 3 (Fig. 3d): face without neck, not aligned: a square of 1.15s whose bottom
     edge is 0.03s below the face box's bottom (the chin), centred horizontally on the face box;
     the top therefore includes the hair line. 224x224 RGB."""
@@ -214,7 +215,7 @@ def gnet_unaligned_no_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -
 
 
 @register_crop("gnet_unaligned_with_neck", (224, 224), uses_box=True)
-def gnet_unaligned_with_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+def gnet_unaligned_with_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """gnet_snet scheme 4 (Fig. 3e): face with neck, not aligned: a square of 1.7s whose top edge
     is 0.15s above the face box's top, centred horizontally; it reaches 0.55s below the chin
     (neck and top of the shoulders). 224x224 RGB."""
@@ -222,7 +223,7 @@ def gnet_unaligned_with_neck(image: np.ndarray, landmarks: np.ndarray, box=None)
 
 
 @register_crop("gnet_aligned_mouth_cheek", (224, 224))
-def gnet_aligned_mouth_cheek(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gnet_aligned_mouth_cheek(image: np.ndarray, landmarks: np.ndarray) -> CropResult:
     """gnet_snet scheme 5 (Fig. 3f): mouth and cheek region, aligned: the SphereFace template at
     zoom 1.6 with reference point (48, 92) (the mouth) at the crop centre; the crop spans
     reference x 13..83 and y 57..127, i.e. from just below the eyes to below the chin and cheek

@@ -1,4 +1,4 @@
-"""Face detection with MTCNN (the `mtcnn` package; its weights ship in the wheel, nothing downloads).
+"""Face detection with MTCNN (the `mtcnn` package: weights ship in the wheel, nothing downloads).
 
 `detect_faces(image)` -> list[Face]; `detect_faces_batch(images)` -> one list per image.
 A `Face` has `box` (x, y, width, height), `score` and five `landmarks` (x, y) named
@@ -14,6 +14,7 @@ Which face: `select_faces(faces, rule, ...)` / `pick_face(...)` with rule
 
 `detect_and_crop(image, scheme, rule, box)` is what converters and `predict` call: detect, pick one
 face, crop it with a registered crop scheme, return (crop, landmarks in crop) or None.
+`draw_faces(image, faces)` draws boxes, landmarks and scores (the CLI's --annotate).
 
 Behaviour at the edges
 - One MTCNN detector per process, created on first use (and again after a fork).
@@ -75,12 +76,14 @@ class Face:
         return float(self.box[2] * self.box[3])
 
     def to_dict(self, decimals: int = 2) -> dict[str, Any]:
-        """{"box": [x, y, w, h], "score": s, "landmarks": {"left_eye": [x, y], ...}}, plain floats."""
+        """{"box": [x, y, w, h], "score": s, "landmarks": {"left_eye": [x, y], ...}}."""
         r = lambda v: round(float(v), decimals)  # noqa: E731
         return {
             "box": [r(v) for v in self.box],
             "score": round(float(self.score), 6),
-            "landmarks": {name: [r(x), r(y)] for name, (x, y) in zip(LANDMARK_NAMES, self.landmarks)},
+            "landmarks": {
+                name: [r(x), r(y)] for name, (x, y) in zip(LANDMARK_NAMES, self.landmarks)
+            },
         }
 
     @classmethod
@@ -129,7 +132,7 @@ def _as_image(image, name: str | None = None) -> np.ndarray:
 
 
 def _prepare(image: np.ndarray, min_face_size: float, max_side: int | None):
-    """(array to detect on (float32), scale from original to detection pixels, min face size there)."""
+    """(float32 array to detect on, (sx, sy) original -> detection pixels, min face size there)."""
     h, w = image.shape[:2]
     scale = 1.0
     work = image
@@ -172,7 +175,9 @@ def _rows_to_faces(rows: np.ndarray, scale_xy, shape_hw) -> list[Face]:
     return faces
 
 
-def _run_mtcnn(arrays: list[np.ndarray], min_face_size: float, score_threshold: float, stage_thresholds):
+def _run_mtcnn(
+    arrays: list[np.ndarray], min_face_size: float, score_threshold: float, stage_thresholds
+):
     """Run MTCNN on same-size float32 arrays; returns its numpy rows."""
     detector = get_detector()
     kwargs = dict(
@@ -201,7 +206,7 @@ def detect_faces(
     stage_thresholds: tuple[float, float] = DEFAULT_STAGE_THRESHOLDS,
     max_side: int | None = DEFAULT_MAX_SIDE,
 ) -> list[Face]:
-    """Faces in one image (path, bytes, or array of any layout `to_rgb_uint8` accepts), best first."""
+    """Faces in one image (path, bytes, or any array `to_rgb_uint8` accepts), best first."""
     return detect_faces_batch(
         [image],
         min_face_size=min_face_size,
@@ -247,7 +252,7 @@ def detect_faces_batch(
             wmax = max(a.shape[1] for a in arrays)
             if len(arrays) > 1:
                 arrays = [
-                    a if a.shape[:2] == (hmax, wmax) else np.pad(a, ((0, hmax - a.shape[0]), (0, wmax - a.shape[1]), (0, 0)))
+                    np.pad(a, ((0, hmax - a.shape[0]), (0, wmax - a.shape[1]), (0, 0)))
                     for a in arrays
                 ]
             rows = _run_mtcnn(arrays, mfs, score_threshold, stage_thresholds)
@@ -287,7 +292,9 @@ def _normalise_rule(rule: str) -> str:
     return rule
 
 
-def select_faces(faces: Sequence[Face], rule: str = "all", image_shape=None, box=None) -> list[Face]:
+def select_faces(
+    faces: Sequence[Face], rule: str = "all", image_shape=None, box=None
+) -> list[Face]:
     """Faces chosen by `rule` (see the module docstring): all of them, or a list of at most one.
 
     image_shape: (height, width, ...) of the image, needed by "centre".
@@ -303,22 +310,28 @@ def select_faces(faces: Sequence[Face], rule: str = "all", image_shape=None, box
         if image_shape is None:
             raise ValueError("rule 'centre' needs the image shape")
         cy, cx = (image_shape[0] - 1) / 2.0, (image_shape[1] - 1) / 2.0
-        return [min(faces, key=lambda f: (math.hypot(f.centre[0] - cx, f.centre[1] - cy), -f.score))]
+
+        def off_centre(f: Face):
+            return (math.hypot(f.centre[0] - cx, f.centre[1] - cy), -f.score)
+
+        return [min(faces, key=off_centre)]
     if rule == "largest":
         return [max(faces, key=lambda f: (f.area, f.score))]
     if box is None:
         raise ValueError("rule 'box' needs box=(x, y, width, height)")
     bx, by, bw, bh = (float(v) for v in box)
     bc = (bx + bw / 2.0, by + bh / 2.0)
-    return [
-        min(
-            faces,
-            key=lambda f: (-_iou(f.box, (bx, by, bw, bh)), math.hypot(f.centre[0] - bc[0], f.centre[1] - bc[1])),
-        )
-    ]
+
+    def distance(f: Face):
+        gap = math.hypot(f.centre[0] - bc[0], f.centre[1] - bc[1])
+        return (-_iou(f.box, (bx, by, bw, bh)), gap)
+
+    return [min(faces, key=distance)]
 
 
-def pick_face(faces: Sequence[Face], rule: str = "centre", image_shape=None, box=None) -> Face | None:
+def pick_face(
+    faces: Sequence[Face], rule: str = "centre", image_shape=None, box=None
+) -> Face | None:
     """The one face `rule` picks ("all" means the best-scoring one), or None when there is none."""
     chosen = select_faces(faces, rule, image_shape=image_shape, box=box)
     return chosen[0] if chosen else None
@@ -380,7 +393,9 @@ def detect_and_crop(
 LANDMARK_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 220, 0), (255, 64, 255), (0, 220, 220))
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[Face], labels: Sequence[str] | None = None) -> np.ndarray:
+def draw_faces(
+    image: np.ndarray, faces: Sequence[Face], labels: Sequence[str] | None = None
+) -> np.ndarray:
     """A copy of `image` (RGB uint8) with each face's box (green), its five landmarks (one colour
     each, see LANDMARK_COLOURS) and a label (default: the score) drawn on it."""
     import cv2
@@ -399,7 +414,8 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face], labels: Sequence[str] |
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         ty = y0 - 4 if y0 - th - base - 4 >= 0 else min(h - 1, y1 + th + 4)
         cv2.rectangle(out, (x0, ty - th - base // 2), (x0 + tw, ty + base // 2), (0, 0, 0), -1)
-        cv2.putText(out, text, (x0, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0), thick, cv2.LINE_AA)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(out, text, (x0, ty), font, scale, (0, 255, 0), thick, cv2.LINE_AA)
     return out
 
 

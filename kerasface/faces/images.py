@@ -23,7 +23,8 @@ import numpy as np
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    | {".ppm", ".pgm", ".pbm", ".pnm"}
 )
 
 
@@ -103,7 +104,8 @@ def pil_to_rgb(im) -> np.ndarray:
             arr = arr * 255.0
         gray = np.clip(np.round(arr), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La")
+    has_alpha = has_alpha or (mode == "P" and "transparency" in im.info)
     if has_alpha:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -126,7 +128,7 @@ def to_rgb_uint8(image, name: str = "<array>") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageError(f"{name}: expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {arr.shape}")
+        raise ImageError(f"{name}: expected an HxW, HxWx1, HxWx3 or HxWx4 image, got {arr.shape}")
     if arr.dtype == np.uint8:
         pass
     elif arr.dtype == np.bool_:
@@ -162,14 +164,15 @@ def find_images(paths: Iterable[Source], recursive: bool = True) -> list[Path]:
         path = Path(os.fspath(p))
         if path.is_dir():
             walker = path.rglob("*") if recursive else path.glob("*")
-            found.extend(sorted(f for f in walker if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+            images = (f for f in walker if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found.extend(sorted(images))
         else:
             found.append(path)
     return found
 
 
 def save_image(path: Source, image: np.ndarray, quality: int = 95) -> Path:
-    """Write an RGB / gray uint8 image atomically (temporary name in the same folder, then rename)."""
+    """Write an RGB / gray uint8 image atomically (a temporary name in its folder, then rename)."""
     from PIL import Image
 
     path = Path(os.fspath(path))

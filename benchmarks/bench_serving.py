@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
         graph = ServingGraph(selection)
         try:
-            recs = read_records(run.records("test"), limit=32)
+            recs = read_records(run.records("test", selection.crop), limit=32)
             xs = float_inputs(graph, recs)
         except Exception:  # a run without test shards: random crops
             xs = np.random.default_rng(1).uniform(0, 255, (32, h, w, c)).astype(np.float32)

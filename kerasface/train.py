@@ -183,6 +183,34 @@ def total_loss(outputs, targets, tasks, active, global_batch):
     return total, per_task
 
 
+def make_train_step(strategy, model, optimizer, tasks, active, global_batch: int, mults: list[float]):
+    """A tf.function running one optimizer step on every replica; returns summed loss and metrics."""
+    variables = model.trainable_variables
+
+    def step_fn(images, targets):
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            loss, per_task = total_loss(outputs, targets, tasks, active, global_batch)
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        grads = tape.gradient(scaled, variables)
+        grads = [g * m if m != 1.0 and g is not None else g for g, m in zip(grads, mults)]
+        optimizer.apply_gradients(zip(grads, variables))
+        correct = {
+            t.name: tf.reduce_sum(tf.cast(
+                (tf.argmax(outputs[t.name], -1, output_type=tf.int32) == targets[t.name]) & (targets[t.name] >= 0),
+                tf.float32)) / global_batch
+            for t in tasks if t.kind == "classification"
+        }
+        return loss, per_task, correct
+
+    @tf.function
+    def train_step(iterator):
+        result = strategy.run(step_fn, args=next(iterator))
+        return tf.nest.map_structure(lambda v: strategy.reduce("SUM", v, axis=None), result)
+
+    return train_step
+
+
 # ----------------------------------------------------------------------------- the trainer
 
 
@@ -237,31 +265,7 @@ class Trainer:
 
     # -- steps
     def make_train_step(self, model, optimizer, global_batch: int, mults: list[float]):
-        tasks, active = self.tasks, self.active
-        variables = model.trainable_variables
-
-        def step_fn(images, targets):
-            with tf.GradientTape() as tape:
-                outputs = model(images, training=True)
-                loss, per_task = total_loss(outputs, targets, tasks, active, global_batch)
-                scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-            grads = tape.gradient(scaled, variables)
-            grads = [g * m if m != 1.0 and g is not None else g for g, m in zip(grads, mults)]
-            optimizer.apply_gradients(zip(grads, variables))
-            correct = {
-                t.name: tf.reduce_sum(tf.cast(
-                    (tf.argmax(outputs[t.name], -1, output_type=tf.int32) == targets[t.name]) & (targets[t.name] >= 0),
-                    tf.float32)) / global_batch
-                for t in tasks if t.kind == "classification"
-            }
-            return loss, per_task, correct
-
-        @tf.function
-        def train_step(iterator):
-            result = self.strategy.run(step_fn, args=next(iterator))
-            return tf.nest.map_structure(lambda v: self.strategy.reduce("SUM", v, axis=None), result)
-
-        return train_step
+        return make_train_step(self.strategy, model, optimizer, self.tasks, self.active, global_batch, mults)
 
     def predict(self, model, split: str):
         m = self.unit.model
@@ -440,7 +444,7 @@ def ensure_records(paper: PaperConfig, crop: str, data_root: str | None, records
         data_root = str(DEMO_ROOT / paper.data.dataset)
         if not (Path(data_root) / "training.txt").exists():
             print(f"rendering the synthetic demo dataset (not real faces) into {data_root}", file=sys.stderr)
-            write_demo_mtfl(data_root, num_train=1000, num_test=300, seed=paper.seed)
+            write_demo_mtfl(data_root, num_train=2000, num_test=400, seed=paper.seed)
     print(f"converting {paper.data.dataset} ({crop}) into {folder}", file=sys.stderr)
     convert(paper.data.dataset, data_root, folder, crop=crop, val_fraction=paper.data.val_fraction,
             seed=paper.data.split_seed, shards=paper.data.num_shards)

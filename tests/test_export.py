@@ -152,6 +152,23 @@ def test_selection_rules_without_models(tmp_path):
     assert score(units[5], units[5].tasks[0]) == -math.inf
 
 
+def test_records_of_the_exported_crop(tmp_path):
+    from kerasface.export.run import Run
+
+    folder = tmp_path / "mtfl-tight"
+    folder.mkdir()
+    (folder / "test-00000-of-00001.tfrecord").write_bytes(b"")
+    other = tmp_path / "other.tfrecord"
+    other.write_bytes(b"")
+    unit = _unit("a-tight-all", "tight", ["smile"], {})
+    unit.records = folder
+    fake = Run(tmp_path, {}, {}, {unit.name: unit}, {"test": [str(other)]})
+    assert fake.records("test", "tight") == [str(folder / "test-00000-of-00001.tfrecord")]
+    assert fake.records("test") == [str(other)]
+    with pytest.raises(RunError, match="no 'train' shards"):
+        fake.records("train", "tight")
+
+
 # ----------------------------------------------------------------------------- SavedModel layout
 
 

@@ -438,6 +438,27 @@ def test_reload_config_applies_version_policy(server, models_dir, model_stub, pr
     assert states(model_stub, "faces") == {1: "AVAILABLE"}  # a refused config changes nothing
 
 
+def test_broken_version_keeps_the_previous_one_serving(server, models_dir, model_stub, predict_stub):
+    if not (models_dir / "dyn" / "2").exists():  # when run on its own
+        add_version(models_dir, "dyn", 2)
+    wait_for(lambda: states(model_stub, "dyn").get(2) == "AVAILABLE", what="version 2 of dyn")
+    tmp = models_dir / "dyn" / ".tmp-9"
+    shutil.copytree(models_dir / "faces" / "1", tmp)
+    (tmp / "saved_model.pb").write_bytes(b"not a saved model")
+    os.replace(tmp, models_dir / "dyn" / "9")
+    try:
+        wait_for(lambda: states(model_stub, "dyn").get(9) == "END", what="the broken version to fail")
+        assert states(model_stub, "dyn")[2] == "AVAILABLE"
+        assert predict_stub.Predict(predict_request(name="dyn", image=crops(1)),
+                                    timeout=60).model_spec.version.value == 2
+        code, body = http("GET", f"{server.rest_url}/v1/models/dyn/versions/9")
+        assert code == 200 and body["model_version_status"][0]["state"] == "END"
+        assert body["model_version_status"][0]["status"]["error_code"] != "OK"
+        assert "version 9" in body["model_version_status"][0]["status"]["error_message"]
+    finally:
+        shutil.rmtree(models_dir / "dyn" / "9")
+
+
 # ----------------------------------------------------------------------------- batching
 
 

@@ -183,6 +183,17 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_pat
     assert list(metrics["models"]) == ["tcdcn_multitask-nose_centred_150-all"]
     again = run_cli(killed_dir, records)  # a finished model is not retrained
     assert "already trained" in again.stderr
+    # evaluate recomputes the same metrics from the best checkpoint
+    from kerasface.evaluate import main as evaluate_main
+
+    unit = "tcdcn_multitask-nose_centred_150-all"
+    before = metrics["models"][unit]["test"]
+    assert evaluate_main([str(killed_dir)]) == 0
+    after = json.loads((killed_dir / "metrics.json").read_text())["models"][unit]["test"]
+    assert after["smile"]["confusion"] == before["smile"]["confusion"]
+    assert after["landmarks"]["nme"] == pytest.approx(before["landmarks"]["nme"], rel=1e-5)
+    assert (killed_dir / "models" / unit / "confusion_smile.png").stat().st_size > 1000
+    assert "| tcdcn_multitask | nose_centred_150 | smile |" in (killed_dir / "results.md").read_text()
 
 
 def test_plan_units_and_selection_errors():

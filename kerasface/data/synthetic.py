@@ -40,8 +40,8 @@ lighting gradient over the whole image, a colour cast, a slight blur and Gaussia
   partly hidden by the nose: its landmark is still reported. Face scale, position, an in-plane
   roll (sd 6.5 deg, at most 18) and proportions (nose length, mouth height and width) vary
   independently.
-- smile: the mouth curve. Smiling faces have upturned corners: 65% an open crescent (dark cavity
-  with a band of upper teeth), 35% a closed upturned arc; plus wider mouths, nasolabial folds and
+- smile: the mouth curve. Smiling faces have upturned corners: 85% an open crescent (dark cavity
+  with a band of upper teeth), 15% a closed upturned arc; plus wider mouths, nasolabial folds and
   slightly narrowed eyes. Non-smiling faces have a flat or slightly downturned closed line (12% are
   slightly parted, without upturned corners).
 - gender: hair (females: 80% long hair with a back curtain, a third with bangs; males: 87% short,
@@ -198,11 +198,11 @@ class _Face:
 
         # Mouth shape: (kind, k_upper, k_lower) with curves y = y_mouth + k * (1 - (x/w)^2).
         if smiling:
-            if rng.random() < 0.65:
-                ku = u(0.03, 0.08)
-                self.mouth = ("open", ku, ku + u(0.1, 0.2), True)
+            if rng.random() < 0.85:
+                ku = u(0.04, 0.09)
+                self.mouth = ("open", ku, ku + u(0.13, 0.24), True)
             else:
-                k = u(0.08, 0.15)
+                k = u(0.10, 0.18)
                 self.mouth = ("closed", k, k, False)
         else:
             if rng.random() < 0.12:

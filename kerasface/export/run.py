@@ -60,6 +60,7 @@ class Unit:
     folder: Path
     val: dict[str, Any] = field(default_factory=dict)  # TASK -> number or metric dict
     test: dict[str, Any] = field(default_factory=dict)
+    records: Path | None = None  # the TFRecords folder of the unit's crop (unit.json "records")
 
     @property
     def model_path(self) -> Path:
@@ -89,7 +90,17 @@ class Run:
     def name(self) -> str:
         return str(self.config.get("config", {}).get("name") or self.folder.name)
 
-    def records(self, split: str) -> list[str]:
+    def records(self, split: str, crop: str | None = None) -> list[str]:
+        """Shards of `split`; with `crop`, those of that crop's conversion when a unit names its folder
+        (tfrecords.json lists every crop's shards together)."""
+        if crop is not None:
+            for unit in self.units.values():
+                folder = unit.records
+                if unit.crop == crop and folder is not None:
+                    folder = folder if folder.is_absolute() or folder.exists() else self.folder / folder
+                    shards = sorted(str(p) for p in folder.glob(f"{split}-*.tfrecord"))
+                    if shards:
+                        return shards
         files = self.tfrecords.get(split) or []
         if not files:
             raise RunError(f"{self.folder / 'tfrecords.json'}: no {split!r} shards listed")
@@ -122,7 +133,16 @@ def landmark_labels(given: list[str] | tuple[str, ...] | None) -> tuple[str, ...
     return tuple(f"{p}_{c}" for p in points for c in "xy")
 
 
-def _parse_unit(folder: Path, metrics: dict) -> Unit:
+def _config_classes(config: dict, model_key: str, task: str) -> int | None:
+    """num_classes of `task` in config.json's models[model_key], when the run's config has it."""
+    model = ((config or {}).get("config", {}).get("models") or {}).get(model_key) or {}
+    for t in model.get("tasks") or ():
+        if isinstance(t, dict) and t.get("name") == task and t.get("num_classes"):
+            return int(t["num_classes"])
+    return None
+
+
+def _parse_unit(folder: Path, metrics: dict, config: dict | None = None) -> Unit:
     path = folder / "unit.json"
     data = _read_json(path, "written by kerasface.train for each trained model")
     missing = [k for k in ("unit", "crop", "input_size", "channels", "tasks") if k not in data]
@@ -141,12 +161,18 @@ def _parse_unit(folder: Path, metrics: dict) -> Unit:
         if not isinstance(t, dict) or "name" not in t:
             raise RunError(f"{path}: tasks[{i}]: expected an object with a name")
         kind = t.get("kind", "classification")
+        if str(t["name"]).endswith("__aux"):
+            continue  # training-only outputs are never exported
         if kind == "landmarks":
             labels = landmark_labels(t.get("labels"))
         elif kind == "classification":
             labels = tuple(map(str, t.get("labels") or ()))
-            if not labels:
-                raise RunError(f"{path}: tasks[{i}] ({t['name']}): a classification task needs its labels")
+            if not labels:  # no class names: fall back to class indices, sized from config.json
+                count = _config_classes(config or {}, str(data.get("model_key") or ""), str(t["name"]))
+                if not count:
+                    raise RunError(f"{path}: tasks[{i}] ({t['name']}): no labels, and config.json does not "
+                                   f"give the task's num_classes")
+                labels = tuple(str(k) for k in range(count))
         else:
             raise RunError(f"{path}: tasks[{i}] ({t['name']}): kind must be classification or landmarks, got {kind!r}")
         tasks.append(Task(str(t["name"]), kind, labels))
@@ -169,6 +195,7 @@ def _parse_unit(folder: Path, metrics: dict) -> Unit:
         folder=folder,
         val=val,
         test=test,
+        records=Path(data["records"]) if data.get("records") else None,
     )
 
 
@@ -186,7 +213,7 @@ def load_run(run_dir: str | Path) -> Run:
     if models_dir.is_dir():
         for sub in sorted(models_dir.iterdir()):
             if (sub / "unit.json").is_file() and (sub / "model.keras").is_file():
-                unit = _parse_unit(sub, metrics)
+                unit = _parse_unit(sub, metrics, config)
                 units[unit.name] = unit
     if not units:
         raise RunError(f"{models_dir}: no trained model (expected models/UNIT/model.keras with unit.json)")

@@ -21,7 +21,6 @@ preprocessing, the heads and run it came from, and (after `parity`) the parity r
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -110,7 +109,7 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
     if quant == "int8":
         if run is None:
             raise ValueError("int8 needs the run's TFRecords for calibration")
-        records = read_records(run.records("train"), limit=samples)
+        records = read_records(run.records("train", graph.selection.crop), limit=samples)
         if not records:
             raise ValueError(f"{run.folder}: the train split is empty; int8 needs calibration images")
         calib = float_inputs(graph, records)
@@ -259,7 +258,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
     else:
         selection = select_heads(run, model)
     graph = ServingGraph(selection)
-    records = read_records(run.records("test"), limit=max_images)
+    records = read_records(run.records("test", selection.crop), limit=max_images)
     if not records:
         raise ValueError(f"{run.folder}: the test split is empty")
     x = float_inputs(graph, records)
@@ -280,8 +279,8 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
             kp, tp = k.argmax(-1), t.argmax(-1)
             entry.update({
                 "count": int(known.sum()),
-                "keras_accuracy": float((kp[known] == labels[known]).mean()) if known.any() else math.nan,
-                "tflite_accuracy": float((tp[known] == labels[known]).mean()) if known.any() else math.nan,
+                "keras_accuracy": float((kp[known] == labels[known]).mean()) if known.any() else None,
+                "tflite_accuracy": float((tp[known] == labels[known]).mean()) if known.any() else None,
                 "agreement": float((kp == tp).mean()),
             })
         else:

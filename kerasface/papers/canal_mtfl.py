@@ -21,8 +21,9 @@ Choices where the paper is silent (all overridable with --set):
 - Cascade CNN and TCDCN optimizer: Adam (the TensorFlow tutorial the authors followed), batch 64.
 - The paper does not say which crop its Cascade CNN / TCDCN rows used; we train and report both.
 - InceptionV3 bottleneck approach: plain SGD at lr 0.01 (TF's retrain script), 4,000 steps of 100.
-- Multi-task TCDCN: landmark loss weight 1 on normalised coordinates x 100 (so it is comparable with the
-  attribute losses); auxiliary attributes stop when their validation loss has not improved for 5
+- Multi-task TCDCN: landmark loss weight 3 (half the squared error of the normalised coordinates). With 100
+  the landmark gradient swamped the shared trunk and smile stayed near chance on validation (demo data:
+  58% vs 95% at 1,200 steps; real MTFL: 67% val after 45 epochs); auxiliary attributes stop when their validation loss has not improved for 5
   evaluations (task-wise early stopping, a simplified form of TCDCN's criterion); 60x60 RGB input.
 - Augmentation: flip, +-10 degrees, +-5% shift and scale, brightness/contrast 0.1 (not in the paper).
 """
@@ -84,7 +85,7 @@ def canal_mtfl(demo: bool = False) -> PaperConfig:
             description="TCDCN single-attribute variant (KTH), lr 1e-4, 45 epochs"),
         "tcdcn_multitask": ModelConfig(
             arch="tcdcn", input_size=60,
-            tasks=(TaskConfig("landmarks", kind="landmarks", num_classes=10, loss_weight=100.0),
+            tasks=(TaskConfig("landmarks", kind="landmarks", num_classes=10, loss_weight=3.0),
                    TaskConfig("gender"), TaskConfig("smile"),
                    TaskConfig("glasses", early_stop_patience=5), TaskConfig("pose", num_classes=5, early_stop_patience=5)),
             stages=(StageConfig(optimizer="adam", lr=1e-4, batch_size=64, epochs=45, eval_every=500),),
@@ -96,22 +97,24 @@ def canal_mtfl(demo: bool = False) -> PaperConfig:
 
 
 def demo_config(cfg: PaperConfig) -> PaperConfig:
-    """The same recipe at reduced size and steps, for the synthetic demo data on a 2-core CPU."""
+    """The same recipe at reduced size and steps, for the synthetic demo data on a 2-core CPU.
+
+    The from-scratch nets get batch norm and a 20x larger learning rate so that a few hundred steps
+    suffice; InceptionV3 runs at its smallest input (75x75) from random weights, for a few steps only
+    (it proves the two-stage and bottleneck mechanics, not accuracy).
+    """
+    fast = dict(epochs=0.0, batch_size=32, schedule="polynomial")
     short = {
-        "inception_bottleneck": dict(steps=60, batch_size=32, eval_every=30),
-        "inception_finetune": dict(steps=15, batch_size=16, eval_every=15),
-        "cascade_cnn": dict(steps=150, batch_size=32, epochs=0.0, lr=1e-3, eval_every=75),
-        "tcdcn_single": dict(steps=300, batch_size=32, epochs=0.0, lr=1e-3, eval_every=100),
-        "tcdcn_multitask": dict(steps=400, batch_size=32, epochs=0.0, lr=1e-3, eval_every=100),
+        "inception_bottleneck": (dict(steps=40, batch_size=32, eval_every=40), 75, {}),
+        "inception_finetune": (dict(steps=8, batch_size=16, eval_every=8), 75, {}),
+        "cascade_cnn": (dict(fast, steps=200, lr=2e-3, eval_every=100), 64, {"width": 0.25, "batch_norm": True}),
+        "tcdcn_single": (dict(fast, steps=600, lr=2e-3, eval_every=200), 60, {"batch_norm": True}),
+        "tcdcn_multitask": (dict(fast, steps=1200, lr=2e-3, eval_every=200), 60, {"batch_norm": True}),
     }
     models = {}
     for key, model in cfg.models.items():
-        stages = tuple(dataclasses.replace(s, **short[key]) for s in model.stages)
-        kwargs = dict(model.arch_kwargs)
-        size = model.input_size
-        if model.arch == "inception_v3":
-            size = 75  # the smallest input InceptionV3 accepts
-        if model.arch == "cascade_cnn":
-            size, kwargs = 64, {**kwargs, "width": 0.25}
-        models[key] = dataclasses.replace(model, stages=stages, input_size=size, arch_kwargs=kwargs, weights="")
+        stage_changes, size, kwargs = short[key]
+        stages = tuple(dataclasses.replace(s, **stage_changes) for s in model.stages)
+        models[key] = dataclasses.replace(model, stages=stages, input_size=size, weights="",
+                                          arch_kwargs={**model.arch_kwargs, **kwargs})
     return dataclasses.replace(cfg, models=models, demo=True)

@@ -347,8 +347,11 @@ class ModelManager:
                             servable.failures >= self.max_load_retries:
                         continue  # gave up on this version (TF Serving's --max_num_load_retries)
                     self._load(entry, version, servable)
+                # availability-preserving: drop a version only once an aspired one serves, so a
+                # new version that fails to load leaves the old one in service
+                serving = any(entry.versions[v].state == "AVAILABLE" for v in wanted if v in entry.versions)
                 for version, servable in list(entry.versions.items()):
-                    if version not in wanted and servable.state != "END":
+                    if version not in wanted and servable.state != "END" and (serving or version not in on_disk):
                         self._unload(servable)
 
     def _load(self, entry: ModelEntry, version: int, servable: Servable | None) -> None:

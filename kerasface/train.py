@@ -477,9 +477,6 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__})",
           file=sys.stderr)
     records = {crop: ensure_records(cfg, crop, data_root, records_root, cfg.demo) for crop in {u.crop for u in units}}
-    write_json(run_dir / "tfrecords.json", {split: sorted(str(p) for crop in records.values()
-                                                          for p in Path(crop).glob(f"{split}-*.tfrecord"))
-                                            for split in ("train", "val", "test")})
     for number, unit in enumerate(units, start=1):
         unit_dir = run_dir / "models" / unit.name
         if (unit_dir / "unit.json").exists() and "test" in json.loads((unit_dir / "unit.json").read_text()):

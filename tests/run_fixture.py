@@ -6,7 +6,6 @@ scripts (`benchmarks/bench_serving.py` loads it by path). Nothing here depends o
     RUN_DIR/config.json            {"kind": "PaperConfig", "config": {...}}
     RUN_DIR/metrics.json           {"models": {UNIT: {"val": {...}, "test": {...}}}}
     RUN_DIR/models/UNIT/model.keras, unit.json
-    RUN_DIR/tfrecords.json         {"train": [...], "val": [...], "test": [...]}
     RUN_DIR/tfrecords/<split>-0000N-of-0000M.tfrecord
 
 Two small functional models on the `nose_centred_150` crop (stored crops are 150x150 RGB JPEGs):
@@ -210,7 +209,7 @@ def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 20) -> Pat
             "tasks": [{"name": "smile", "kind": "classification", "labels": LABELS["smile"]},
                       {"name": "gender", "kind": "classification", "labels": LABELS["gender"]},
                       {"name": "landmarks", "kind": "landmarks", "labels": LANDMARK_LABELS}],
-            "val": val, "test": test,
+            "val": val, "test": test, "records": str(run / "tfrecords"),
         }
         (folder / "unit.json").write_text(json.dumps(unit_json, indent=2))
         metrics["models"][unit] = {
@@ -221,7 +220,6 @@ def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 20) -> Pat
         }
         keras.backend.clear_session()
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (run / "tfrecords.json").write_text(json.dumps(shards, indent=2))
     return run
 
 

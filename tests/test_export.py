@@ -134,7 +134,7 @@ def test_selection_rules_without_models(tmp_path):
         _unit("e-tight-glasses", "tight", ["glasses"], {"glasses": 0.9}),
         _unit("f-tight-x", "tight", ["pose"], {}),
     ]
-    fake = Run(tmp_path, {}, {}, {u.name: u for u in units}, {})
+    fake = Run(tmp_path, {}, {}, {u.name: u for u in units})
     sel = select_heads(fake)
     # 'tight' answers 4 attributes (smile, gender, glasses, pose) vs 3 for 'original'
     assert sel.crop == "tight"
@@ -144,7 +144,7 @@ def test_selection_rules_without_models(tmp_path):
     # within one crop: accuracy higher is better, landmark NME lower is better (also stored as -NME)
     sel = select_heads(fake, "a")
     assert set(sel.heads) == {"smile", "gender", "landmarks"}
-    orig = Run(tmp_path, {}, {}, {u.name: u for u in units if u.crop == "original"}, {})
+    orig = Run(tmp_path, {}, {}, {u.name: u for u in units if u.crop == "original"})
     sel = select_heads(orig)
     assert sel.heads["smile"].name == "b-original-smile"
     assert sel.heads["landmarks"].name == "c-original-all"
@@ -155,16 +155,17 @@ def test_selection_rules_without_models(tmp_path):
 def test_records_of_the_exported_crop(tmp_path):
     from kerasface.export.run import Run
 
-    folder = tmp_path / "mtfl-tight"
-    folder.mkdir()
-    (folder / "test-00000-of-00001.tfrecord").write_bytes(b"")
-    other = tmp_path / "other.tfrecord"
-    other.write_bytes(b"")
-    unit = _unit("a-tight-all", "tight", ["smile"], {})
-    unit.records = folder
-    fake = Run(tmp_path, {}, {}, {unit.name: unit}, {"test": [str(other)]})
-    assert fake.records("test", "tight") == [str(folder / "test-00000-of-00001.tfrecord")]
-    assert fake.records("test") == [str(other)]
+    tight, loose = tmp_path / "mtfl-tight", tmp_path / "mtfl-loose"
+    for folder in (tight, loose):
+        folder.mkdir()
+        (folder / "test-00000-of-00001.tfrecord").write_bytes(b"")
+    a = _unit("a-tight-all", "tight", ["smile"], {})
+    a.records = tight
+    b = _unit("b-loose-all", "loose", ["smile"], {})
+    b.records = loose
+    fake = Run(tmp_path, {}, {}, {a.name: a, b.name: b})
+    assert fake.records("test", "tight") == [str(tight / "test-00000-of-00001.tfrecord")]
+    assert fake.records("test", "loose") == [str(loose / "test-00000-of-00001.tfrecord")]
     with pytest.raises(RunError, match="no 'train' shards"):
         fake.records("train", "tight")
 
@@ -261,10 +262,10 @@ def test_bytes_signature_matches_python_decoding(merged, keras_models):
             np.testing.assert_allclose(got[task].numpy()[i], want[task][0], atol=1e-5)
         # landmarks are in pixels of the decoded image (150 or 200 wide)
         np.testing.assert_allclose(got["landmarks"].numpy()[i], want["landmarks"][0] * side, atol=2e-3)
-    # JPEG: TF's decoder (the training pipeline's) run eagerly in Python
+    # JPEG: the pipeline decodes with the accurate integer DCT, so Pillow gives the same pixels
     jpeg = run_fixture.encode(images[0])
     got = loaded.signatures["predict_images"](image_bytes=tf.constant([jpeg]))
-    pixels = tf.cast(tf.io.decode_image(jpeg, channels=3), tf.float32).numpy()[None]
+    pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)[None]
     want = reference(keras_models, pixels, MERGED_HEADS)
     for task in ("smile", "gender"):
         np.testing.assert_allclose(got[task].numpy(), want[task], atol=1e-5)

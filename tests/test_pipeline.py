@@ -110,3 +110,15 @@ def test_usable_with_distribute_datasets_from_function(records):
     batch = next(iter(strategy.distribute_datasets_from_function(fn)))
     images = strategy.experimental_local_results(batch[0])
     assert len(images) == 2 and all(x.shape == (4, 16, 16, 3) for x in images)
+
+
+def test_jpeg_decoding_matches_pillow_so_crops_decoded_elsewhere_agree():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=85)
+    pil = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float32)
+    np.testing.assert_array_equal(preprocess_image(tf.constant(buffer.getvalue()), (40, 56), 3).numpy(), pil)

@@ -46,7 +46,13 @@ def split_files(folder: str | Path, split: str) -> list[str]:
 
 def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> tf.Tensor:
     """Encoded JPEG/PNG -> float32 [H, W, channels] in [0, 255] at `size` (bilinear)."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    # JPEG with the accurate integer DCT, as libjpeg/Pillow decode by default, so that crops decoded
+    # anywhere else (predict, clients) give the same pixels as training.
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
     image = tf.cast(image, tf.float32)
     if channels == 1:
         image = tf.image.rgb_to_grayscale(image)

@@ -6,7 +6,6 @@ A run folder (written by `kerasface.train`):
     RUN_DIR/metrics.json            {"models": {UNIT: {"val": {TASK: {...}}, "test": {TASK: {...}}}}}
     RUN_DIR/models/UNIT/model.keras the trained Keras model
     RUN_DIR/models/UNIT/unit.json   unit, model_key, arch, crop, input_size, channels, tasks, val, test
-    RUN_DIR/tfrecords.json          {"train": [...], "val": [...], "test": [...]}
 
 Selection (`select_heads`): an export answers each attribute with one model ("head"); all heads of
 one export read the same input crop, so the heads are chosen within one crop scheme:
@@ -84,35 +83,23 @@ class Run:
     config: dict  # the raw config.json payload
     metrics: dict
     units: dict[str, Unit]
-    tfrecords: dict[str, list[str]]
 
     @property
     def name(self) -> str:
         return str(self.config.get("config", {}).get("name") or self.folder.name)
 
     def records(self, split: str, crop: str | None = None) -> list[str]:
-        """Shards of `split`; with `crop`, those of that crop's conversion when a unit names its folder
-        (tfrecords.json lists every crop's shards together)."""
-        if crop is not None:
-            for unit in self.units.values():
-                folder = unit.records
-                if unit.crop == crop and folder is not None:
-                    folder = folder if folder.is_absolute() or folder.exists() else self.folder / folder
-                    shards = sorted(str(p) for p in folder.glob(f"{split}-*.tfrecord"))
-                    if shards:
-                        return shards
-        files = self.tfrecords.get(split) or []
-        if not files:
-            raise RunError(f"{self.folder / 'tfrecords.json'}: no {split!r} shards listed")
-        out = []
-        for f in files:
-            p = Path(f)
-            if not p.is_absolute() and not p.exists():
-                p = self.folder / p  # relative to the run folder
-            if not p.is_file():
-                raise RunError(f"{self.folder / 'tfrecords.json'}: {split} shard {f} does not exist")
-            out.append(str(p))
-        return out
+        """Shards of `split` from the TFRecords folder a unit was trained on (unit.json "records"),
+        preferring a unit of `crop`."""
+        units = sorted(self.units.values(), key=lambda u: (crop is not None and u.crop != crop, u.name))
+        for unit in units:
+            if unit.records is None:
+                continue
+            folder = unit.records if unit.records.is_absolute() or unit.records.exists() else self.folder / unit.records
+            shards = sorted(str(p) for p in folder.glob(f"{split}-*.tfrecord"))
+            if shards:
+                return shards
+        raise RunError(f"{self.folder}: no {split!r} shards found in the units' TFRecords folders (unit.json \"records\")")
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -206,8 +193,6 @@ def load_run(run_dir: str | Path) -> Run:
     config = _read_json(folder / "config.json", "the run's resolved config")
     metrics_path = folder / "metrics.json"
     metrics = _read_json(metrics_path, "validation/test metrics") if metrics_path.exists() else {"models": {}}
-    tfrecords_path = folder / "tfrecords.json"
-    tfrecords = _read_json(tfrecords_path, "the run's TFRecord shards") if tfrecords_path.exists() else {}
     models_dir = folder / "models"
     units: dict[str, Unit] = {}
     if models_dir.is_dir():
@@ -217,7 +202,7 @@ def load_run(run_dir: str | Path) -> Run:
                 units[unit.name] = unit
     if not units:
         raise RunError(f"{models_dir}: no trained model (expected models/UNIT/model.keras with unit.json)")
-    return Run(folder, config, metrics, units, tfrecords)
+    return Run(folder, config, metrics, units)
 
 
 # ----------------------------------------------------------------------------- selection

@@ -20,19 +20,13 @@ from kerasface.config import PaperConfig, read_config, write_json
 
 def predict_split(model, data, records, input_size, channels, task_names, split, batch_size=128):
     """Model outputs and targets over a whole split, as NumPy arrays."""
-    import tensorflow as tf
-
     from kerasface.data.pipeline import build_dataset
-
-    @tf.function
-    def forward(images):
-        return model(images, training=False)
 
     outputs, targets = {}, {}
     ds = build_dataset(data, split, image_size=input_size, channels=channels, batch_size=batch_size,
                        training=False, folder=records)
     for images, target in ds:
-        out = forward(images)
+        out = model.predict_on_batch(images)  # Keras traces its predict function once per model
         for name in task_names:
             outputs.setdefault(name, []).append(np.asarray(out[name], np.float32))
         for name, value in target.items():
@@ -152,6 +146,14 @@ def write_reports(run_dir: Path) -> dict:
             recall = " / ".join(f"{k} {100 * v:.1f}" for k, v in test["recall"].items())
             rows.append((record["model_key"], record["crop"], name, f"{100 * val['accuracy']:.1f}%",
                          f"{100 * test['accuracy']:.1f}%", f"{100 * paper:.1f}%" if paper is not None else "—", recall))
+    skipped_path = run_dir / "skipped.json"
+    skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
+    for unit_name, reason in sorted(skipped.items()):
+        model_key, crop, attribute = unit_name.rsplit("-", 2)
+        paper = reported_for(cfg, model_key, attribute, crop)
+        rows.append((model_key, crop, attribute, "—", f"not trained: {reason.split('. ')[0]}",
+                     f"{100 * paper:.1f}%" if paper is not None else "—", ""))
+    metrics["skipped"] = skipped
     write_json(run_dir / "metrics.json", metrics)
     header = ("model", "crop", "attribute", "val", "test (ours)", "test (paper)", "test recall per class")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

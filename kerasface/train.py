@@ -467,7 +467,10 @@ def unit_record(unit: Unit, records: Path, labels: dict) -> dict:
 
 
 def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: str | None,
-                records_root: Path = Path("tfrecords"), strategy=None, progress: bool = True) -> dict:
+                records_root: Path = Path("tfrecords"), strategy=None, progress: bool = True,
+                required: frozenset[str] = frozenset()) -> dict:
+    """Train, evaluate and export every unit; a unit whose pretrained weights file is missing is
+    skipped and reported (results.md says so) unless its model key is in `required`."""
     keras.utils.set_random_seed(cfg.seed)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -477,16 +480,26 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__})",
           file=sys.stderr)
     records = {crop: ensure_records(cfg, crop, data_root, records_root, cfg.demo) for crop in {u.crop for u in units}}
+    skipped_path = run_dir / "skipped.json"
+    skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for number, unit in enumerate(units, start=1):
         unit_dir = run_dir / "models" / unit.name
         if (unit_dir / "unit.json").exists() and "test" in json.loads((unit_dir / "unit.json").read_text()):
             print(f"[{number}/{len(units)}] {unit.name}: already trained, skipping", file=sys.stderr)
             continue
-        unit_dir.mkdir(parents=True, exist_ok=True)
         print(f"[{number}/{len(units)}] {unit.name}: {unit.model.description}", file=sys.stderr)
         started = time.perf_counter()
         keras.utils.set_random_seed(cfg.seed)
-        trainer = Trainer(unit, cfg, records[unit.crop], unit_dir, strategy, progress)
+        try:
+            trainer = Trainer(unit, cfg, records[unit.crop], unit_dir, strategy, progress)
+        except FileNotFoundError as exc:
+            if not unit.model.weights or unit.model_key in required:
+                raise
+            skipped[unit.name] = str(exc)
+            print(f"[{number}/{len(units)}] {unit.name}: skipped: {exc}", file=sys.stderr)
+            continue
+        skipped.pop(unit.name, None)
+        unit_dir.mkdir(parents=True, exist_ok=True)
         model = trainer.run()
         model.save(unit_dir / "model.keras")
         labels = read_labels(records[unit.crop])
@@ -496,6 +509,7 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         write_json(unit_dir / "unit.json", record)
         evaluate_unit(model, unit_dir, cfg)
         model.export(str(unit_dir / "saved_model"), verbose=False)
+    write_json(run_dir / "skipped.json", skipped)
     return write_reports(run_dir)
 
 
@@ -528,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
             DATASETS.get(cfg.data.dataset).resolve_root(args.data)  # fail early with where we looked
         run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-demo" if args.demo else "")))
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
-        train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress)
+        train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,
+                    required=frozenset(args.model))
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2

@@ -140,7 +140,8 @@ def test_frozen_layers_do_not_change_and_multipliers_scale_updates(records, tmp_
 def final_weights(run_dir):
     ckpts = sorted((run_dir / "models").glob("*/checkpoints/stage0"))
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpts[0])))
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("model/")}
+    # every tensor of the last checkpoint: model weights, optimizer slots, step, early-stopping state
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k}
 
 
 def run_cli(run_dir, records, extra=(), wait=True):
@@ -176,7 +177,7 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_pat
     resumed = run_cli(killed_dir, records)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = final_weights(tmp_path / "straight"), final_weights(killed_dir)
-    assert a.keys() == b.keys() and a
+    assert a.keys() == b.keys() and len(a) > 20
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
     metrics = json.loads((killed_dir / "metrics.json").read_text())
@@ -209,3 +210,33 @@ def test_plan_units_and_selection_errors():
         plan_units(cfg, models=["vgg"])
     with pytest.raises(KeyError, match="unknown --crop"):
         plan_units(cfg, crops=["bknet_48_gray"])
+
+
+def test_missing_pretrained_weights_skip_the_unit_and_say_so_unless_it_was_asked_for(records, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
+    paper = tiny_paper(records, steps=4)
+    pre = ModelConfig(arch="inception_v3", input_size=75, weights="imagenet", tasks=(TaskConfig("smile"),),
+                      arch_kwargs={"aux_head": False}, separate_tasks=True, stages=(StageConfig(batch_size=8, steps=2),))
+    paper = dataclasses.replace(paper, models={**paper.models, "pre": pre}, reported={"pre/smile/*": 0.9})
+    units = plan_units(paper)
+    run_dir = tmp_path / "run"
+    metrics = train_paper(paper, run_dir, units, None, strategy=tf.distribute.MirroredStrategy(["/cpu:0"]),
+                          progress=False)
+    assert list(metrics["models"]) == ["tiny-original-all"]
+    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in metrics["skipped"]["pre-original-smile"]
+    table = (run_dir / "results.md").read_text()
+    assert "| pre | original | smile | — | not trained: " in table and "90.0%" in table
+    with pytest.raises(FileNotFoundError, match="notop.h5"):
+        train_paper(paper, tmp_path / "run2", units, None, strategy=tf.distribute.MirroredStrategy(["/cpu:0"]),
+                    progress=False, required=frozenset({"pre"}))
+
+
+def test_cli_without_the_dataset_says_where_it_looked_and_offers_demo(tmp_path, capsys, monkeypatch):
+    from kerasface.train import main
+
+    monkeypatch.delenv("KERASFACE_MTFL", raising=False)
+    assert main(["--paper", "canal_mtfl", "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere") in err and "--demo" in err and "KERASFACE_MTFL" in err
+    assert main(["--paper", "nope"]) == 2
+    assert "unknown paper 'nope'; known: canal_mtfl" in capsys.readouterr().err

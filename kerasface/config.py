@@ -95,6 +95,7 @@ class ModelConfig:
     # True: each classification task is trained as its own single-task model (canal's setting).
     separate_tasks: bool = False
     weights: str = ""  # "" random init, "imagenet", or a path to a weights file
+    crops: tuple[str, ...] = ()  # train on only these of the paper's crops (empty: all of them)
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     description: str = ""
 

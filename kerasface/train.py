@@ -70,7 +70,7 @@ def plan_units(cfg: PaperConfig, models=(), attributes=(), crops=()) -> list[Uni
     units = []
     for crop in crops or cfg.crops:
         for key, model in cfg.models.items():
-            if models and key not in models:
+            if (models and key not in models) or (model.crops and crop not in model.crops):
                 continue
             if model.separate_tasks:
                 for task in model.tasks:

@@ -56,7 +56,9 @@ def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> 
     image = tf.cast(image, tf.float32)
     if channels == 1:
         image = tf.image.rgb_to_grayscale(image)
-    image = tf.image.resize(image, size, method="bilinear", antialias=False)
+    same_size = tf.reduce_all(tf.shape(image)[:2] == tf.constant(size, tf.int32))
+    image = tf.cond(same_size, lambda: image,
+                    lambda: tf.image.resize(image, size, method="bilinear", antialias=False))
     return tf.ensure_shape(image, [size[0], size[1], channels])
 
 

@@ -100,21 +100,22 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     """The same recipe at reduced size and steps, for the synthetic demo data on a 2-core CPU.
 
     The from-scratch nets get batch norm and a 20x larger learning rate so that a few hundred steps
-    suffice; InceptionV3 runs at its smallest input (75x75) from random weights, for a few steps only
-    (it proves the two-stage and bottleneck mechanics, not accuracy).
+    suffice; InceptionV3 runs at its smallest input (75x75) from random weights, for a few steps and
+    on the nose-centred crop only (it proves the two-stage and bottleneck mechanics, not accuracy).
     """
     fast = dict(epochs=0.0, batch_size=32, schedule="polynomial")
-    short = {
-        "inception_bottleneck": (dict(steps=40, batch_size=32, eval_every=40), 75, {}),
-        "inception_finetune": (dict(steps=8, batch_size=16, eval_every=8), 75, {}),
-        "cascade_cnn": (dict(fast, steps=200, lr=2e-3, eval_every=100), 64, {"width": 0.25, "batch_norm": True}),
-        "tcdcn_single": (dict(fast, steps=600, lr=2e-3, eval_every=200), 60, {"batch_norm": True}),
-        "tcdcn_multitask": (dict(fast, steps=1200, lr=2e-3, eval_every=200), 60, {"batch_norm": True}),
+    nose = ("nose_centred_150",)
+    short = {  # stage changes, input size, architecture kwargs, crops
+        "inception_bottleneck": (dict(steps=40, batch_size=32, eval_every=40), 75, {}, nose),
+        "inception_finetune": (dict(steps=8, batch_size=16, eval_every=8), 75, {}, nose),
+        "cascade_cnn": (dict(fast, steps=200, lr=2e-3, eval_every=100), 64, {"width": 0.25, "batch_norm": True}, ()),
+        "tcdcn_single": (dict(fast, steps=300, lr=2e-3, eval_every=150), 60, {"batch_norm": True}, ()),
+        "tcdcn_multitask": (dict(fast, steps=1000, lr=2e-3, eval_every=200), 60, {"batch_norm": True}, ()),
     }
     models = {}
     for key, model in cfg.models.items():
-        stage_changes, size, kwargs = short[key]
+        stage_changes, size, kwargs, crops = short[key]
         stages = tuple(dataclasses.replace(s, **stage_changes) for s in model.stages)
-        models[key] = dataclasses.replace(model, stages=stages, input_size=size, weights="",
+        models[key] = dataclasses.replace(model, stages=stages, input_size=size, weights="", crops=crops,
                                           arch_kwargs={**model.arch_kwargs, **kwargs})
     return dataclasses.replace(cfg, models=models, demo=True)

@@ -55,28 +55,13 @@ import keras
 from keras import layers
 
 from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures.common import check_heads, scaled
 
 # (name, kernel, maps) of the four DeepID2+ convolutions; each is followed by a 2x2 max pool.
 TRUNK = (("conv1", 4, 128), ("conv2", 3, 128), ("conv3", 3, 128), ("conv4", 2, 128))
 # Inception layer branch widths: 1x1 | 3x3 reduce, 3x3 | 5x5 reduce, 5x5 | pool projection.
 INCEPTION = {"1x1": 64, "3x3_reduce": 96, "3x3": 128, "5x5_reduce": 16, "5x5": 32, "pool_proj": 32}
 FEATURES = 512
-
-
-def _scaled(n: int, width: float) -> int:
-    return max(1, int(round(n * width)))
-
-
-def _check_heads(heads: dict[str, int]) -> None:
-    if not heads:
-        raise ValueError("heads must name at least one task, e.g. {'gender': 2}")
-    for task, units in heads.items():
-        if not isinstance(task, str) or not task.isidentifier() or task.endswith("__aux"):
-            raise ValueError(
-                f"bad head name {task!r}: expected a Python identifier not ending in '__aux'"
-            )
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"head {task!r}: expected a positive int of units, got {units!r}")
 
 
 def _conv(x, filters: int, kernel: int, name: str, batch_norm: bool, padding: str = "valid"):
@@ -89,7 +74,7 @@ def _conv(x, filters: int, kernel: int, name: str, batch_norm: bool, padding: st
 
 
 def _inception(x, width: float, batch_norm: bool):
-    w = {key: _scaled(n, width) for key, n in INCEPTION.items()}
+    w = {key: scaled(n, width) for key, n in INCEPTION.items()}
     b1 = _conv(x, w["1x1"], 1, "inception_1x1", batch_norm, "same")
     b2 = _conv(x, w["3x3_reduce"], 1, "inception_3x3_reduce", batch_norm, "same")
     b2 = _conv(b2, w["3x3"], 3, "inception_3x3", batch_norm, "same")
@@ -120,7 +105,7 @@ def build_cascade_cnn(
         batch_norm: BatchNormalization after every conv (default off = faithful).
     """
     heads = dict(heads or {})
-    _check_heads(heads)
+    check_heads(heads)
     size = min(input_shape[0], input_shape[1])
     for _, kernel, _ in TRUNK:  # valid conv then ceil-halving pool
         size = -(-(size - kernel + 1) // 2)
@@ -130,11 +115,11 @@ def build_cascade_cnn(
     image = keras.Input(shape=tuple(input_shape), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
     for i, (name, kernel, maps) in enumerate(TRUNK, start=1):
-        x = _conv(x, _scaled(maps, width), kernel, name, batch_norm)
+        x = _conv(x, scaled(maps, width), kernel, name, batch_norm)
         x = layers.MaxPooling2D(2, strides=2, padding="same", name=f"pool{i}")(x)
     x = _inception(x, width, batch_norm)
     x = layers.Flatten(name="flatten")(x)
-    features = layers.Dense(_scaled(FEATURES, width), activation="relu", name="features")(x)
+    features = layers.Dense(scaled(FEATURES, width), activation="relu", name="features")(x)
     y = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
     outputs = {task: layers.Dense(units, name=f"head_{task}")(y) for task, units in heads.items()}
     return keras.Model(image, outputs, name="cascade_cnn")

@@ -42,6 +42,7 @@ import keras
 from keras import layers
 
 from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures.common import check_heads
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_URL = (
@@ -119,18 +120,6 @@ def _conv_bn_relu(x, filters: int, kernel: int, name: str, padding: str = "same"
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _check_heads(heads: dict[str, int]) -> None:
-    if not heads:
-        raise ValueError("heads must name at least one task, e.g. {'gender': 2}")
-    for task, units in heads.items():
-        if not isinstance(task, str) or not task.isidentifier() or task.endswith("__aux"):
-            raise ValueError(
-                f"bad head name {task!r}: expected a Python identifier not ending in '__aux'"
-            )
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"head {task!r}: expected a positive int of units, got {units!r}")
-
-
 @ARCHITECTURES.register("inception_v3")
 def build_inception_v3(
     input_shape: tuple[int, int, int] = (299, 299, 3),
@@ -155,7 +144,7 @@ def build_inception_v3(
             anything but 1.0 raises ValueError.
     """
     heads = dict(heads or {})
-    _check_heads(heads)
+    check_heads(heads)
     if width != 1.0:
         raise ValueError(f"inception_v3 has no width option: width must be 1.0, got {width}")
     height, wide, channels = input_shape

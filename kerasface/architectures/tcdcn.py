@@ -48,6 +48,7 @@ import keras
 from keras import layers
 
 from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures.common import check_heads, scaled
 
 # (name, kernel, maps, followed by a 2x2 max pool)
 TRUNK = (
@@ -60,25 +61,9 @@ FEATURES = 256
 MTFL_HEADS = {"landmarks": 10, "gender": 2, "smile": 2, "glasses": 2, "pose": 5}
 
 
-def _scaled(n: int, width: float) -> int:
-    return max(1, int(round(n * width)))
-
-
-def _check_heads(heads: dict[str, int]) -> None:
-    if not heads:
-        raise ValueError("heads must name at least one task, e.g. {'smile': 2}")
-    for task, units in heads.items():
-        if not isinstance(task, str) or not task.isidentifier() or task.endswith("__aux"):
-            raise ValueError(
-                f"bad head name {task!r}: expected a Python identifier not ending in '__aux'"
-            )
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"head {task!r}: expected a positive int of units, got {units!r}")
-
-
 def _tcdcn(input_shape, heads, width: float, dropout: float, batch_norm: bool, name: str):
     heads = dict(heads or {})
-    _check_heads(heads)
+    check_heads(heads)
     if len(input_shape) != 3 or input_shape[2] not in (1, 3):
         raise ValueError(f"{name} needs input_shape (h, w, 1 or 3), got {tuple(input_shape)}")
     size = min(input_shape[0], input_shape[1])
@@ -91,7 +76,7 @@ def _tcdcn(input_shape, heads, width: float, dropout: float, batch_norm: bool, n
     image = keras.Input(shape=tuple(input_shape), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
     for i, (conv, kernel, maps, pooled) in enumerate(TRUNK, start=1):
-        filters = _scaled(maps, width)
+        filters = scaled(maps, width)
         if batch_norm:
             x = layers.Conv2D(filters, kernel, use_bias=False, name=conv)(x)
             x = layers.BatchNormalization(name=f"{conv}_bn")(x)
@@ -101,7 +86,7 @@ def _tcdcn(input_shape, heads, width: float, dropout: float, batch_norm: bool, n
         if pooled:
             x = layers.MaxPooling2D(2, strides=2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
-    features = layers.Dense(_scaled(FEATURES, width), activation="relu", name="features")(x)
+    features = layers.Dense(scaled(FEATURES, width), activation="relu", name="features")(x)
     y = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
     outputs = {task: layers.Dense(units, name=f"head_{task}")(y) for task, units in heads.items()}
     return keras.Model(image, outputs, name=name)

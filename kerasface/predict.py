@@ -19,6 +19,8 @@ MODEL is one of
                               (default ./models: DIR/NAME/<version>/export.json), or is given in
                               the URL: grpc://host:8500/faces?crop=nose_centred_150
   ALIAS=MODEL                 any of the above, reported under the name ALIAS
+gRPC sends float crops to serving_default; REST sends lossless PNG crops to predict_images (JSON
+floats would be ~1 MB a face), which the graph decodes and resizes exactly as training did.
 Each model's crop scheme, input size, colour mode and labels come from the description exported
 with it (export.json or FILE.tflite.json), so every model sees the crop it was trained on. Faces
 are detected once (MTCNN, kerasface.faces) and shared by all models; each crop scheme is cut once
@@ -80,6 +82,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -89,7 +92,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -271,6 +274,8 @@ class Model:
     """One exported model: `predict(float32 [B, H, W, C] in [0, 255]) -> {output: [B, n]}`."""
 
     info: ModelInfo
+    #: landmark outputs of `predict_crops` are in pixels of the float "input" or of the "crop"
+    landmarks_in = "input"
 
     @property
     def name(self) -> str:
@@ -278,6 +283,10 @@ class Model:
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def predict_crops(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """uint8 crops (the model's crop scheme) -> outputs, preprocessed as in training."""
+        return self.predict(model_inputs(crops, self.info.input_size, self.info.channels))
 
     def close(self) -> None:
         pass
@@ -517,6 +526,8 @@ class RemoteModel(Model):
             served = self._client.labels()
         except ClientError as exc:
             self._client.close()
+            if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise ModelError(f"{where}: cannot reach the server ({_one_line(exc)})") from None
             raise ModelError(f"{where}: the server answered {_one_line(exc)}") from None
         except Exception as exc:  # connection refused, DNS, timeouts, bad JSON
             self._client.close()
@@ -527,6 +538,7 @@ class RemoteModel(Model):
             tensor = sig["inputs"][FLOAT_INPUT]
             shape = [int(d.get("size", -1)) for d in tensor["tensor_shape"]["dim"]]
             output_names = list(sig.get("outputs", {}))
+            signatures = metadata["metadata"]["signature_def"]["signature_def"]
         except (KeyError, TypeError, ValueError):
             self._client.close()
             raise ModelError(f"{where}: no serving_default signature with a float {FLOAT_INPUT!r} "
@@ -565,6 +577,13 @@ class RemoteModel(Model):
             raise
         self.info = ModelInfo(name or model_name, where, scheme if scheme != "https" else "http", crop, size,
                               channels, outputs, version)
+        # Over REST, float crops would travel as JSON numbers (~1 MB a face); send lossless PNG
+        # crops to predict_images instead: the graph decodes and resizes them with the training
+        # pipeline's own function, and its landmarks are then in crop pixels.
+        self._bytes = scheme != "grpc" and "image_bytes" in (signatures.get("predict_images") or {}).get(
+            "inputs", {})
+        if self._bytes:
+            self.landmarks_in = "crop"
 
     @staticmethod
     def _find_description(name: str, version: int | None, dirs) -> tuple[dict | None, str]:
@@ -583,6 +602,19 @@ class RemoteModel(Model):
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         out = self._client.predict({FLOAT_INPUT: np.asarray(x, np.float32)}, "serving_default")
+        return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+    def predict_crops(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._bytes:
+            return super().predict_crops(crops)
+        from PIL import Image
+
+        encoded = []
+        for crop in crops:
+            buf = io.BytesIO()
+            Image.fromarray(crop[..., 0] if crop.shape[-1] == 1 else crop).save(buf, format="PNG", compress_level=1)
+            encoded.append(buf.getvalue())
+        out = self._client.predict({"image_bytes": np.array(encoded, dtype=object)}, "predict_images")
         return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
     def close(self) -> None:
@@ -611,7 +643,8 @@ def load_model(spec: str | os.PathLike | Model, models_dirs: Sequence[str | os.P
 
 def load_models(specs: Sequence[str | os.PathLike | Model] | str | os.PathLike | Model,
                 models_dirs: Sequence[str | os.PathLike] | None = None, threads: int | None = None) -> list[Model]:
-    """Load every model; names are made unique (NAME, NAME-tflite, NAME-grpc, NAME-2, ...)."""
+    """Load every model; names are made unique (NAME, NAME-tflite, NAME-grpc, NAME-2, ...).
+    An empty list is allowed (detection only: faces without attributes)."""
     if isinstance(specs, (str, os.PathLike, Model)):
         specs = [specs]
     models: list[Model] = []
@@ -622,8 +655,6 @@ def load_models(specs: Sequence[str | os.PathLike | Model] | str | os.PathLike |
         for m in models:
             m.close()
         raise
-    if not models:
-        raise ModelError("no model given (--model models/NAME, FILE.tflite or grpc://host:port/NAME)")
     seen: set[str] = set()
     for m in models:
         name = m.info.name
@@ -681,11 +712,6 @@ def expand_inputs(inputs) -> list[Item]:
             for m in matches:
                 try:
                     rel = m.relative_to(fixed)
-                except ValueError:
-                    rel = Path(m.name)
-                items.append(Item(m, str(m), rel))
-                try:
-                    rel = m.relative_to(root)
                 except ValueError:
                     rel = Path(m.name)
                 items.append(Item(m, str(m), rel))
@@ -778,7 +804,8 @@ def _interpret(model: Model, outputs: dict[str, np.ndarray], row: int, crop: _Cr
         values = np.asarray(outputs[out.name][row], np.float64).reshape(-1)
         if out.kind == "landmarks":
             pts = values[: 2 * (len(values) // 2)].reshape(-1, 2)
-            pts = pts * np.array([crop_hw[1] / w_in, crop_hw[0] / h_in])  # input -> crop pixels
+            if model.landmarks_in == "input":
+                pts = pts * np.array([crop_hw[1] / w_in, crop_hw[0] / h_in])  # input -> crop pixels
             img = pts @ crop.to_image[:, :2].T + crop.to_image[:, 2]
             result[out.name] = LandmarksResult(
                 {n: (float(x), float(y)) for n, (x, y) in zip(out.point_names, img)})
@@ -794,20 +821,24 @@ def _interpret(model: Model, outputs: dict[str, np.ndarray], row: int, crop: _Cr
 # Drawing
 # ================================================================================================
 
-#: Distinct colours (RGB) for attribute values: value v of the a-th classification attribute gets
-#: PALETTE[(first colour of a) + v], so that every value of one image's legend differs.
-PALETTE = ((46, 204, 64), (255, 65, 54), (0, 116, 217), (255, 133, 27), (177, 13, 201),
-           (57, 204, 204), (255, 220, 0), (240, 18, 190), (1, 255, 112), (127, 219, 255),
-           (133, 20, 75), (170, 170, 170))
+#: Distinct colours (RGB) for attribute values. Value v of the a-th distinct classification
+#: attribute (in model order, by attribute name) gets PALETTE[(first colour of a) + v]: one value
+#: has one colour whichever model predicted it, and the values of one legend differ.
+#: Bright colours, readable on the dark label background; green is left to the box.
+PALETTE = ((255, 220, 0), (127, 219, 255), (255, 133, 27), (255, 110, 199), (190, 160, 255),
+           (255, 90, 90), (57, 204, 204), (255, 255, 160), (160, 255, 200), (255, 180, 140),
+           (170, 170, 170), (120, 160, 255))
 
 
-def value_colour(models: Sequence[Model], model: str, attribute: str, label: str) -> tuple[int, int, int]:
+def value_colour(models: Sequence[Model], attribute: str, label: str) -> tuple[int, int, int]:
     offset = 0
+    seen: set[str] = set()
     for m in models:
         for o in m.info.outputs:
-            if o.kind != "classification":
+            if o.kind != "classification" or o.name in seen:
                 continue
-            if m.name == model and o.name == attribute:
+            seen.add(o.name)
+            if o.name == attribute:
                 idx = o.labels.index(label) if label in o.labels else 0
                 return PALETTE[(offset + idx) % len(PALETTE)]
             offset += len(o.labels)
@@ -852,7 +883,7 @@ def annotate(image: np.ndarray, faces: Sequence[FaceResult], models: Sequence[Mo
                 prefix = f"{model}." if several else ""
                 if isinstance(res, AttributeResult):
                     lines.append((f"{prefix}{attr}: {res.label} {res.score:.2f}",
-                                  value_colour(models, model, attr, res.label)))
+                                  value_colour(models, attr, res.label)))
                 else:
                     c = max(2.0, r)
                     for px, py in res.points.values():
@@ -927,20 +958,24 @@ class Predictor:
         from kerasface.faces.detect import detect_faces, detect_faces_batch
 
         t0 = time.perf_counter()
-        # images of one size batch best (MTCNN pads a batch to its largest image)
-        order = sorted(range(len(images)), key=lambda i: images[i].shape[:2])
+        # Only images of one size share an MTCNN batch: a batch is padded to its largest image,
+        # which would make an image's faces depend on its neighbours in the folder.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(tuple(image.shape[:2]), []).append(i)
         found: list[list | Exception] = [[] for _ in images]
-        try:
-            batch = detect_faces_batch([images[i] for i in order], batch_size=self.batch_size,
-                                       **self.detect_kwargs)
-            for i, faces in zip(order, batch):
-                found[i] = faces
-        except Exception:  # find the culprit: one by one
-            for i in order:
-                try:
-                    found[i] = detect_faces(images[i], **self.detect_kwargs)
-                except Exception as exc:
-                    found[i] = exc
+        for idx in groups.values():
+            try:
+                batch = detect_faces_batch([images[i] for i in idx], batch_size=self.batch_size,
+                                           **self.detect_kwargs)
+                for i, faces in zip(idx, batch):
+                    found[i] = faces
+            except Exception:  # find the culprit: one by one
+                for i in idx:
+                    try:
+                        found[i] = detect_faces(images[i], **self.detect_kwargs)
+                    except Exception as exc:
+                        found[i] = exc
         self.detect_seconds += time.perf_counter() - t0
         return found
 
@@ -986,8 +1021,7 @@ class Predictor:
             for start in range(0, len(rows), self.batch_size):
                 part = rows[start : start + self.batch_size]
                 try:
-                    x = model_inputs([cut[j].pixels for j in part], model.info.input_size, model.info.channels)
-                    out = model.predict(x)
+                    out = model.predict_crops([cut[j].pixels for j in part])
                     for row, j in enumerate(part):
                         per_face[j][model.name] = _interpret(model, out, row, cut[j], cut[j].pixels.shape[:2])
                 except Exception as exc:  # a model failing on this batch fails these images only
@@ -1071,7 +1105,7 @@ def analyze(image_or_paths, models, *, face: str = "all", batch_size: int = DEFA
         image array (HxW, HxWx1/3/4; see kerasface.faces.to_rgb_uint8), or a list of those.
     models: one or a list of: a SavedModel folder (models/NAME or a version folder), a .tflite
         file, grpc://host:port/NAME or http://host:port/NAME, or `Model`s from `load_models`
-        (loaded once, reused across calls; not closed here).
+        (loaded once, reused across calls; not closed here). [] detects faces only.
     face: "all" (default), "largest" or "centre".
     detect_kwargs: min_face_size, threshold, max_side (see kerasface.faces.detect).
     Returns one `ImageResult` per image, in order (bad images carry `error`, never raise).
@@ -1193,6 +1227,9 @@ class _Writer:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent)
             self.tmp = Path(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result is an ordinary file
             self.fh = os.fdopen(fd, "w", newline="" if fmt == "csv" else None, encoding="utf-8")
         else:
             self.fh = sys.stdout

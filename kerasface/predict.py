@@ -19,6 +19,8 @@ MODEL is one of
                               (default ./models: DIR/NAME/<version>/export.json), or is given in
                               the URL: grpc://host:8500/faces?crop=nose_centred_150
   ALIAS=MODEL                 any of the above, reported under the name ALIAS
+A model is reported under its name: ALIAS, else export.json's "name", FILE for FILE.tflite, NAME
+for a URL; a repeated name gets its kind appended (faces, faces-tflite, faces-grpc, faces-http).
 gRPC sends float crops to serving_default; REST sends lossless PNG crops to predict_images (JSON
 floats would be ~1 MB a face), which the graph decodes and resizes exactly as training did.
 Each model's crop scheme, input size, colour mode and labels come from the description exported

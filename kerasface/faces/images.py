@@ -188,6 +188,9 @@ def save_image(path: Source, image: np.ndarray, quality: int = 95) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             im.save(fh, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

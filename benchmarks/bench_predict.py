@@ -25,7 +25,6 @@ Figures only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -33,18 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_fixture_module  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-
-def load_fixture_module():
-    spec = importlib.util.spec_from_file_location("run_fixture", REPO / "tests" / "run_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:

@@ -20,7 +20,6 @@ so compare rows of one run, not absolute numbers across machines.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,18 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, load_fixture_module  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-
-def load_fixture_module():
-    spec = importlib.util.spec_from_file_location("run_fixture", REPO / "tests" / "run_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -384,6 +384,16 @@ def resolve_saved_model(path: str | os.PathLike) -> Path:
     return versions[-1][1]
 
 
+def _read_description(path: Path, where: str, format_prefix: str):
+    """An export's description file -> (description, crop, input size, channels, outputs), checked."""
+    desc = _read_json(path, where)
+    if not str(desc.get("format", "")).startswith(format_prefix):
+        raise ModelError(f"{where}: {path.name} has format {desc.get('format')!r}, expected {format_prefix}N")
+    crop = _check_crop(desc.get("crop"), where)
+    size, channels = _geometry(desc, where)
+    return desc, crop, size, channels, _outputs_from_description(desc, where)
+
+
 class SavedModelModel(Model):
     def __init__(self, path: str | os.PathLike, name: str | None = None):
         folder = resolve_saved_model(path)
@@ -391,13 +401,7 @@ class SavedModelModel(Model):
         export = folder / "export.json"
         if not export.is_file():
             raise ModelError(f"{where}: not a kerasface export (no export.json beside saved_model.pb)")
-        desc = _read_json(export, where)
-        if not str(desc.get("format", "")).startswith(EXPORT_FORMAT_PREFIX):
-            raise ModelError(f"{where}: export.json has format {desc.get('format')!r}, "
-                             f"expected {EXPORT_FORMAT_PREFIX}N")
-        crop = _check_crop(desc.get("crop"), where)
-        size, channels = _geometry(desc, where)
-        outputs = _outputs_from_description(desc, where)
+        desc, crop, size, channels, outputs = _read_description(export, where, EXPORT_FORMAT_PREFIX)
         import tensorflow as tf  # noqa: F401  (after the cheap checks)
 
         from kerasface.export.saved_model import read_signature_defs
@@ -440,13 +444,7 @@ class TFLiteModel(Model):
         side = sidecar_path(file)
         if not side.is_file():
             raise ModelError(f"{where}: not a kerasface export (no {side.name} beside it)")
-        desc = _read_json(side, where)
-        if not str(desc.get("format", "")).startswith(TFLITE_FORMAT_PREFIX):
-            raise ModelError(f"{where}: {side.name} has format {desc.get('format')!r}, "
-                             f"expected {TFLITE_FORMAT_PREFIX}N")
-        crop = _check_crop(desc.get("crop"), where)
-        size, channels = _geometry(desc, where)
-        outputs = _outputs_from_description(desc, where)
+        desc, crop, size, channels, outputs = _read_description(side, where, TFLITE_FORMAT_PREFIX)
         from ai_edge_litert.interpreter import Interpreter
 
         try:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from kerasface.config import AugmentConfig, DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig
 from kerasface.data.convert import convert
 from kerasface.losses import landmark_loss, masked_softmax_cross_entropy, masked_squared_hinge
-from kerasface.train import Trainer, Unit, plan_units, train_paper
+from kerasface.train import Trainer, plan_units, train_paper
 from mtfl_fixture import write_tiny_mtfl
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -49,10 +49,7 @@ def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> 
 def load_keras_model(unit: Unit):
     import keras
 
-    try:  # registers custom objects the architectures may define
-        import kerasface.architectures  # noqa: F401
-    except Exception:  # pragma: no cover - the package is optional for loading plain models
-        pass
+    import kerasface.architectures  # noqa: F401  (registers any custom objects the architectures define)
     try:
         return keras.saving.load_model(unit.model_path, compile=False)
     except Exception as exc:

@@ -116,6 +116,8 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     for key, model in cfg.models.items():
         stage_changes, size, kwargs, crops = short[key]
         stages = tuple(dataclasses.replace(s, **stage_changes) for s in model.stages)
+        steps = sum(s.steps for s in stages)
         models[key] = dataclasses.replace(model, stages=stages, input_size=size, weights="", crops=crops,
-                                          arch_kwargs={**model.arch_kwargs, **kwargs})
+                                          arch_kwargs={**model.arch_kwargs, **kwargs},
+                                          description=f"{model.description} [demo: {steps} steps at {size}x{size}]")
     return dataclasses.replace(cfg, models=models, demo=True)

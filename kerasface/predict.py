@@ -1331,6 +1331,9 @@ def main(argv: list[str] | None = None) -> int:
             writer.close(ok=False)
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        sys.stdout = open(os.devnull, "w")
+        return 141
     finally:
         predictor.close()
     note = " (stopped: --strict)" if stopped else ""

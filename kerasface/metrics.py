@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kerasface.faces.align import LANDMARK_NAMES
+
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows = true class, columns = predicted class; unlabelled (-1) examples are ignored."""
@@ -45,10 +47,9 @@ def landmark_report(target: np.ndarray, predicted: np.ndarray, width: float, hei
     predicted = np.asarray(predicted, np.float64).reshape(-1, 5, 2) * scale
     inter_ocular = np.linalg.norm(target[:, 0] - target[:, 1], axis=-1)
     error = np.linalg.norm(predicted - target, axis=-1) / np.maximum(inter_ocular, 1e-6)[:, None]
-    names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
     return {
         "nme": float(error.mean()),
-        "nme_per_point": {name: float(v) for name, v in zip(names, error.mean(axis=0))},
+        "nme_per_point": {name: float(v) for name, v in zip(LANDMARK_NAMES, error.mean(axis=0))},
         "failure_rate_10pct": float((error.mean(axis=1) > 0.1).mean()),
         "count": int(target.shape[0]),
     }

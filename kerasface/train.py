@@ -38,6 +38,7 @@ from kerasface.data import DATASETS
 from kerasface.data.convert import convert
 from kerasface.data.pipeline import build_dataset, read_manifest
 from kerasface.evaluate import evaluate_unit, predict_split, write_reports
+from kerasface.faces.align import LANDMARK_NAMES
 from kerasface.losses import CLASSIFICATION_LOSSES, landmark_loss
 from kerasface.metrics import landmark_report
 from kerasface.papers import PAPERS
@@ -462,7 +463,7 @@ def unit_record(unit: Unit, records: Path, labels: dict) -> dict:
         "records": str(records),
         "tasks": [{"name": t.name, "kind": t.kind,
                    "labels": list(labels.get(t.name, [])) if t.kind == "classification"
-                   else ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]} for t in m.tasks],
+                   else list(LANDMARK_NAMES)} for t in m.tasks],
     }
 
 

@@ -25,7 +25,6 @@ LABELS: dict[str, tuple[str, ...]] = {
     "pose": ("left_profile", "left", "frontal", "right", "right_profile"),
 }
 ATTRIBUTES = tuple(LABELS)
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 class MTFLFormatError(ValueError):

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LANDMARK_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+from kerasface.faces.align import LANDMARK_NAMES as LANDMARK_POINTS
+
 # metric names where lower is better (landmark errors, losses)
 LOWER_IS_BETTER = ("nme", "mean_error", "error", "mae", "mse", "failure_rate", "failure_rate_10pct", "loss")
 

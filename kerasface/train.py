@@ -33,6 +33,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from kerasface.architectures import ARCHITECTURES
+from kerasface.cli import run_command
 from kerasface.config import ModelConfig, PaperConfig, StageConfig, apply_overrides, write_config, write_json
 from kerasface.data import DATASETS
 from kerasface.data.convert import convert
@@ -536,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config field, e.g. models.tcdcn_multitask.stages.0.lr=0.001")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
+    def body() -> None:
         cfg = apply_overrides(PAPERS.get(args.paper)(demo=args.demo), args.set)
         units = plan_units(cfg, args.model, args.attribute, args.crop)
         if not args.demo:
@@ -545,13 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
         train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,
                     required=frozenset(args.model))
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
 
+    return run_command(body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kerasface.cli import EXPECTED, run_command
 from kerasface.data import DATASETS, FaceAnnotation
 from kerasface.faces.crops import CROPS, apply_crop
 from kerasface.faces.images import ImageError, load_image
@@ -198,20 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="fail on the first missing or corrupt image")
     parser.add_argument("--limit", type=int, default=0, help="convert at most N faces per split (smoke tests)")
     args = parser.parse_args(argv)
-    try:
+    def body() -> None:
         manifest = convert(args.dataset, args.root, args.out, args.crop, args.val_fraction, args.seed, args.shards,
                            args.workers, args.image_format, args.quality, args.strict, limit=args.limit)
-    except (KeyError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
-    total = sum(s["records"] for s in manifest["splits"].values())
-    per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
-    print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "
-          f"skipped {len(manifest['skipped'])}")
-    for item in manifest["skipped"][:20]:
-        print(f"  skipped {item['path']}: {item['reason']}")
-    return 0
+        total = sum(s["records"] for s in manifest["splits"].values())
+        per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
+        print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "
+              f"skipped {len(manifest['skipped'])}")
+        for item in manifest["skipped"][:20]:
+            print(f"  skipped {item['path']}: {item['reason']}")
 
+    return run_command(body, EXPECTED + (RuntimeError,))  # RuntimeError: a --strict failure
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from kerasface.cli import run_command
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kerasface.export",
@@ -54,9 +56,9 @@ def _notes(selection) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from kerasface.export.run import RunError, load_run, select_heads
+    from kerasface.export.run import load_run, select_heads
 
-    try:
+    def body() -> None:
         run = load_run(args.run_dir)
         if args.command == "saved-model":
             from kerasface.export.saved_model import export_saved_model
@@ -86,12 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
             report = parity_report(run, args.tflite, model=args.model, max_images=args.max_images)
             print(json.dumps(report, indent=2) if args.json else format_parity(report))
-    except (RunError, FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+    return run_command(body)  # RunError is a ValueError
 
 
 if __name__ == "__main__":

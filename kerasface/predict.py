@@ -98,6 +98,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from kerasface.export.run import Task
 from kerasface.faces.align import LANDMARK_NAMES
 
 DEFAULT_BATCH_SIZE = 32
@@ -235,10 +236,8 @@ class Summary:
 
 
 @dataclass(frozen=True)
-class Output:
-    name: str
-    kind: str  # "classification" | "landmarks"
-    labels: tuple[str, ...]
+class Output(Task):
+    """An exported output as the exporter describes it (name, kind, labels), plus point names."""
 
     @property
     def point_names(self) -> list[str]:

@@ -504,8 +504,7 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         unit_dir.mkdir(parents=True, exist_ok=True)
         model = trainer.run()
         model.save(unit_dir / "model.keras")
-        labels = read_labels(records[unit.crop])
-        record = unit_record(unit, records[unit.crop], labels)
+        record = unit_record(unit, records[unit.crop], trainer.manifest["attributes"])
         record["train_seconds"] = round(time.perf_counter() - started, 1)
         record["history"] = trainer.history
         write_json(unit_dir / "unit.json", record)
@@ -513,10 +512,6 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         model.export(str(unit_dir / "saved_model"), verbose=False)
     write_json(run_dir / "skipped.json", skipped)
     return write_reports(run_dir)
-
-
-def read_labels(records: Path) -> dict:
-    return read_manifest(records)["attributes"]
 
 
 def main(argv: list[str] | None = None) -> int:

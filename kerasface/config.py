@@ -83,6 +83,10 @@ class StageConfig:
     lr_multipliers: tuple[tuple[str, float], ...] = ()
     # Train only the new head on features of the frozen backbone computed once and cached.
     bottleneck: bool = False
+    # "Precise BN": before each validation, replace the BatchNormalization moving statistics by
+    # the mean of this many training batches' statistics (0 = off). The exponential average lags
+    # behind weights that move fast, as in short from-scratch schedules.
+    precise_bn_batches: int = 0
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,31 @@ def make_train_step(strategy, model, optimizer, tasks, active, global_batch: int
 # ----------------------------------------------------------------------------- the trainer
 
 
+def recalibrate_batchnorm(model, batches) -> int:
+    """Set the moving statistics of every trainable BatchNormalization layer to the mean of the
+    batch statistics it sees over `batches` (training-mode forward passes); returns the batch count.
+
+    A momentum of n/(n+1) at the n-th batch turns Keras' exponential update into a running mean.
+    Frozen layers (trainable False) do not update and keep their statistics.
+    """
+    norms = [layer for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not norms:
+        return 0
+    saved = [layer.momentum for layer in norms]
+    count = 0
+    try:
+        for images in batches:
+            for layer in norms:
+                layer.momentum = count / (count + 1)
+            model(images, training=True)
+            count += 1
+    finally:
+        for layer, momentum in zip(norms, saved):
+            layer.momentum = momentum
+    return count
+
+
 class Stop(Exception):
     """Raised from the signal handler so the loop can checkpoint before exiting."""
 
@@ -374,7 +399,19 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
 
+    def precise_bn(self, stage: StageConfig) -> None:
+        """Recompute BatchNorm statistics on a fixed, seeded sample of un-augmented training batches."""
+        if stage.precise_bn_batches <= 0 or stage.bottleneck:
+            return
+        m = self.unit.model
+        data = dataclasses.replace(self.paper.data, augment=None, cache=False, deterministic=True)
+        ds = build_dataset(data, "train", image_size=(m.input_size, m.input_size), channels=m.channels,
+                           batch_size=stage.batch_size, training=True, folder=self.records,
+                           seed=self.paper.seed + 1)
+        recalibrate_batchnorm(self.model, (images for images, _ in ds.take(stage.precise_bn_batches)))
+
     def evaluate_and_select(self, step: int, stage: StageConfig) -> None:
+        self.precise_bn(stage)
         score, losses, metric = self.validate(self.model)
         entry = {"step": step, "stage": stage.name, "val_score": score,
                  **{f"val_loss_{k}": v for k, v in losses.items()}, **{f"val_{k}": v for k, v in metric.items()}}

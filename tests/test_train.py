@@ -240,3 +240,45 @@ def test_cli_without_the_dataset_says_where_it_looked_and_offers_demo(tmp_path, 
     assert str(tmp_path / "nowhere") in err and "--demo" in err and "KERASFACE_MTFL" in err
     assert main(["--paper", "nope"]) == 2
     assert "unknown paper 'nope'; known: canal_mtfl" in capsys.readouterr().err
+
+
+def test_precise_bn_sets_moving_statistics_to_the_mean_of_batch_statistics():
+    from kerasface.train import recalibrate_batchnorm
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        inputs = keras.Input((6, 6, 3))
+        conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(conv)
+        x = keras.layers.BatchNormalization(name="frozen_bn")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    model.get_layer("frozen_bn").trainable = False
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(4, 50.0, "float32"))
+    frozen_before = model.get_layer("frozen_bn").moving_mean.numpy().copy()
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=i, scale=1 + i, size=(5, 6, 6, 3)).astype("float32") for i in range(3)]
+    features = keras.Model(inputs, conv)
+    per_batch = [features(b).numpy().reshape(-1, 4) for b in batches]
+    assert recalibrate_batchnorm(model, iter(batches)) == 3
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([f.mean(0) for f in per_batch], 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([f.var(0) for f in per_batch], 0), rtol=1e-4)
+    np.testing.assert_array_equal(model.get_layer("frozen_bn").moving_mean.numpy(), frozen_before)
+    assert bn.momentum == 0.99  # restored
+
+
+def test_trainer_recalibrates_batchnorm_before_validation(records, tmp_path):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    paper = tiny_paper(records, steps=4, precise_bn_batches=2)
+    paper = dataclasses.replace(paper, models={"tiny": dataclasses.replace(
+        paper.models["tiny"], arch_kwargs={"width": 0.25, "batch_norm": True})})
+    trainer = Trainer(plan_units(paper)[0], paper, records, tmp_path, strategy, progress=False)
+    norms = [l for l in trainer.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms
+    for layer in norms:
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 7.0, "float32"))
+    trainer.evaluate_and_select(4, paper.models["tiny"].stages[0])
+    for layer in norms:
+        assert np.all(np.abs(layer.moving_mean.numpy()) < 7.0), layer.name
+    assert trainer.history[0]["step"] == 4

@@ -103,7 +103,9 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     suffice; InceptionV3 runs at its smallest input (75x75) from random weights, for a few steps and
     on the nose-centred crop only (it proves the two-stage and bottleneck mechanics, not accuracy).
     """
-    fast = dict(epochs=0.0, batch_size=32, schedule="polynomial")
+    # Precise BN: at a few hundred steps the moving averages lag the fast-moving weights (the demo
+    # Cascade CNN predicted one class for smile without it).
+    fast = dict(epochs=0.0, batch_size=32, schedule="polynomial", precise_bn_batches=10)
     nose = ("nose_centred_150",)
     short = {  # stage changes, input size, architecture kwargs, crops
         "inception_bottleneck": (dict(steps=40, batch_size=32, eval_every=40), 75, {}, nose),

@@ -261,7 +261,9 @@ class Trainer:
             self.best_task_loss = {t.name: tf.Variable(np.inf, trainable=False, dtype=tf.float32) for t in self.tasks}
             self.best_score = tf.Variable(-np.inf, trainable=False, dtype=tf.float32, name="best_score")
         self.writer = tf.summary.create_file_writer(str(unit_dir / "logs"))
-        self.history: list[dict] = []
+        # validation history survives a kill: entries are written as they are made and read back here
+        self.history_path = unit_dir / "history.json"
+        self.history: list[dict] = json.loads(self.history_path.read_text()) if self.history_path.exists() else []
 
     # -- data
     def stage_steps(self, stage: StageConfig) -> int:
@@ -351,8 +353,14 @@ class Trainer:
             if previous:
                 tf.train.Checkpoint(model=model).restore(previous).expect_partial()
         start = int(step.numpy())
+        # an evaluation logged after the restored checkpoint is redone by this run
+        self.history = [h for h in self.history if h["stage"] != stage.name or h["step"] <= start]
         if start >= steps:
             return
+        epochs = steps * stage.batch_size / self.train_records
+        resume = f", resuming at step {start}" if start else ""
+        print(f"  stage {stage.name}: {steps} steps of {stage.batch_size} ({epochs:.3g} epochs), {stage.optimizer} "
+              f"lr {stage.lr:g} {stage.schedule}, trainable {stage.trainable}{resume}", file=sys.stderr)
         if stage.bottleneck:
             iterator = iter(self.strategy.experimental_distribute_dataset(self.bottleneck_data(stage, start)))
         else:
@@ -416,6 +424,7 @@ class Trainer:
         entry = {"step": step, "stage": stage.name, "val_score": score,
                  **{f"val_loss_{k}": v for k, v in losses.items()}, **{f"val_{k}": v for k, v in metric.items()}}
         self.history.append(entry)
+        write_json(self.history_path, self.history)
         shown = " ".join(f"{k} {v:.3f}" for k, v in metric.items())
         tqdm.write(f"{self.unit.name} step {step}: val score {score:.4f} | {shown}", file=sys.stderr)
         with self.writer.as_default(step=step):

@@ -180,6 +180,12 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_pat
     assert a.keys() == b.keys() and len(a) > 20
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    # the validation history spans the kill: each evaluation once, with the uninterrupted run's scores
+    unit = "tcdcn_multitask-nose_centred_150-all"
+    history = [json.loads((d / "models" / unit / "unit.json").read_text())["history"]
+               for d in (tmp_path / "straight", killed_dir)]
+    assert [h["step"] for h in history[1]] == [6, 12, 18, 24]
+    assert [h["val_score"] for h in history[1]] == pytest.approx([h["val_score"] for h in history[0]], abs=1e-5)
     metrics = json.loads((killed_dir / "metrics.json").read_text())
     assert list(metrics["models"]) == ["tcdcn_multitask-nose_centred_150-all"]
     again = run_cli(killed_dir, records)  # a finished model is not retrained
@@ -187,7 +193,6 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_pat
     # evaluate recomputes the same metrics from the best checkpoint
     from kerasface.evaluate import main as evaluate_main
 
-    unit = "tcdcn_multitask-nose_centred_150-all"
     before = metrics["models"][unit]["test"]
     assert evaluate_main([str(killed_dir)]) == 0
     after = json.loads((killed_dir / "metrics.json").read_text())["models"][unit]["test"]

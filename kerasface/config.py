@@ -63,7 +63,8 @@ class StageConfig:
     """One training stage; fine-tuning recipes chain several (new layers first, then all)."""
 
     name: str = "train"
-    # "all", "new_layers" (the heads), or comma-separated glob patterns over layer names.
+    # "all", "new_layers" (the heads), or comma-separated items: globs over layer names,
+    # "from:NAME" (that layer and every later one) and "top:N" (the N weighted layers nearest the output).
     trainable: str = "all"
     optimizer: str = "sgd"  # sgd, rmsprop, adam, adamw
     lr: float = 0.01

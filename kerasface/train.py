@@ -111,16 +111,34 @@ def build_model(model: ModelConfig):
 
 
 def set_trainable(model, rule: str) -> None:
-    """'all', 'new_layers' (layers named head_*), or comma-separated globs over layer names."""
-    patterns = {"all": ["*"], "new_layers": ["head_*"]}.get(rule, [p.strip() for p in rule.split(",") if p.strip()])
-    matched = 0
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        layer.trainable = any(fnmatch.fnmatch(layer.name, p) for p in patterns)
-        matched += layer.trainable
-    if not matched:
+    """Freeze or unfreeze layers by name or by depth. `rule` is 'all', 'new_layers' (layers named
+    head_*), or comma-separated items, each a glob over layer names, `from:NAME` (that layer and every
+    layer after it, i.e. fine-tune from that depth up) or `top:N` (the N layers with weights nearest the
+    output); a layer trains when any item selects it. Layer order is the functional model's
+    topological order."""
+    items = {"all": ["*"], "new_layers": ["head_*"]}.get(rule, [p.strip() for p in rule.split(",") if p.strip()])
+    weighted = [layer for layer in model.layers if layer.weights]
+    names = [layer.name for layer in weighted]
+    selected = set()
+    for item in items:
+        if item.startswith("from:"):
+            start = item[len("from:"):]
+            all_names = [layer.name for layer in model.layers]
+            if start not in all_names:
+                raise ValueError(f"trainable item {item!r}: no layer named {start!r} in {model.name}")
+            later = {layer.name for layer in model.layers[all_names.index(start):]}
+            selected.update(n for n in names if n in later)
+        elif item.startswith("top:"):
+            count = item[len("top:"):]
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"trainable item {item!r}: N in top:N must be a positive integer")
+            selected.update(names[-int(count):])
+        else:
+            selected.update(n for n in names if fnmatch.fnmatch(n, item))
+    if not selected:
         raise ValueError(f"trainable={rule!r} matches no layer with weights in {model.name}")
+    for layer in weighted:
+        layer.trainable = layer.name in selected
 
 
 def make_optimizer(stage: StageConfig, total_steps: int):

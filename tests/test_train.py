@@ -137,6 +137,31 @@ def test_frozen_layers_do_not_change_and_multipliers_scale_updates(records, tmp_
         set_trainable(trainer.model, "nothing_like_this*")
 
 
+def test_trainable_rules_select_layers_by_name_or_depth():
+    from kerasface.train import set_trainable
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(2, 3, name="conv_a")(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv_b")(x)
+    x = keras.layers.Dense(3, name="dense_c")(keras.layers.Flatten(name="flat")(x))
+    model = keras.Model(inputs, [keras.layers.Dense(2, name="head_x")(x), keras.layers.Dense(2, name="head_y")(x)])
+
+    def trained(rule):
+        set_trainable(model, rule)
+        return [layer.name for layer in model.layers if layer.weights and layer.trainable]
+
+    assert trained("all") == ["conv_a", "conv_b", "dense_c", "head_x", "head_y"]
+    assert trained("new_layers") == ["head_x", "head_y"]
+    assert trained("from:conv_b") == ["conv_b", "dense_c", "head_x", "head_y"]
+    assert trained("from:flat") == ["dense_c", "head_x", "head_y"]  # a layer without weights marks the depth too
+    assert trained("top:3") == ["dense_c", "head_x", "head_y"]
+    assert trained("conv_a, top:1") == ["conv_a", "head_y"]
+    with pytest.raises(ValueError, match="no layer named 'conv_z'"):
+        set_trainable(model, "from:conv_z")
+    with pytest.raises(ValueError, match="positive integer"):
+        set_trainable(model, "top:0")
+
+
 def final_weights(run_dir):
     ckpts = sorted((run_dir / "models").glob("*/checkpoints/stage0"))
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpts[0])))

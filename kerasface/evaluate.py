@@ -18,15 +18,26 @@ import numpy as np
 from kerasface.config import PaperConfig, read_config, write_json
 
 
-def predict_split(model, data, records, input_size, channels, task_names, split, batch_size=128):
-    """Model outputs and targets over a whole split, as NumPy arrays."""
+def inference_fn(model):
+    """`model` in inference mode as one compiled function that runs on the calling device.
+
+    Not `predict_on_batch`: a model built under a MirroredStrategy scope runs the whole batch on every
+    replica there and returns the copies concatenated (2N rows for N images on two GPUs).
+    """
+    import tensorflow as tf
+
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+
+def predict_split(forward, data, records, input_size, channels, task_names, split, batch_size=128):
+    """Outputs of `forward` (see `inference_fn`) and targets over a whole split, as NumPy arrays."""
     from kerasface.data.pipeline import build_dataset
 
     outputs, targets = {}, {}
     ds = build_dataset(data, split, image_size=input_size, channels=channels, batch_size=batch_size,
                        training=False, folder=records)
     for images, target in ds:
-        out = model.predict_on_batch(images)  # Keras traces its predict function once per model
+        out = forward(images)
         for name in task_names:
             outputs.setdefault(name, []).append(np.asarray(out[name], np.float32))
         for name, value in target.items():
@@ -98,8 +109,9 @@ def evaluate_unit(model, unit_dir: Path, cfg: PaperConfig) -> dict:
     unit_dir = Path(unit_dir)
     record = json.loads((unit_dir / "unit.json").read_text())
     names = [t["name"] for t in record["tasks"]]
+    forward = inference_fn(model)
     for split in ("val", "test"):
-        outputs, targets = predict_split(model, cfg.data, record["records"], record["input_size"], record["channels"],
+        outputs, targets = predict_split(forward, cfg.data, record["records"], record["input_size"], record["channels"],
                                          names, split)
         reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
         record[f"{split}_metrics"] = reports

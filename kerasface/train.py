@@ -38,7 +38,7 @@ from kerasface.config import ModelConfig, PaperConfig, StageConfig, apply_overri
 from kerasface.data import DATASETS
 from kerasface.data.convert import convert
 from kerasface.data.pipeline import build_dataset, read_manifest
-from kerasface.evaluate import evaluate_unit, predict_split, write_reports
+from kerasface.evaluate import evaluate_unit, inference_fn, predict_split, write_reports
 from kerasface.faces.align import LANDMARK_NAMES
 from kerasface.losses import CLASSIFICATION_LOSSES, landmark_loss
 from kerasface.metrics import landmark_report
@@ -278,6 +278,7 @@ class Trainer:
             self.stale = {t.name: tf.Variable(0, trainable=False, name=f"stale_{t.name}") for t in self.tasks}
             self.best_task_loss = {t.name: tf.Variable(np.inf, trainable=False, dtype=tf.float32) for t in self.tasks}
             self.best_score = tf.Variable(-np.inf, trainable=False, dtype=tf.float32, name="best_score")
+        self.forward = inference_fn(self.model)  # compiled once, reused by every validation
         self.writer = tf.summary.create_file_writer(str(unit_dir / "logs"))
         # validation history survives a kill: entries are written as they are made and read back here
         self.history_path = unit_dir / "history.json"
@@ -314,14 +315,14 @@ class Trainer:
     def make_train_step(self, model, optimizer, global_batch: int, mults: list[float]):
         return make_train_step(self.strategy, model, optimizer, self.tasks, self.active, global_batch, mults)
 
-    def predict(self, model, split: str):
+    def predict(self, split: str):
         m = self.unit.model
-        return predict_split(model, self.paper.data, self.records, (m.input_size, m.input_size), m.channels,
+        return predict_split(self.forward, self.paper.data, self.records, (m.input_size, m.input_size), m.channels,
                              [t.name for t in self.tasks], split)
 
-    def validate(self, model) -> tuple[float, dict[str, float], dict[str, float]]:
+    def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
         """Validation score (mean attribute accuracy, or -NME for landmarks only), per-task loss and metric."""
-        outputs, targets = self.predict(model, "val")
+        outputs, targets = self.predict("val")
         losses, metric = {}, {}
         for task in self.tasks:
             out = outputs[task.name]
@@ -438,7 +439,7 @@ class Trainer:
 
     def evaluate_and_select(self, step: int, stage: StageConfig) -> None:
         self.precise_bn(stage)
-        score, losses, metric = self.validate(self.model)
+        score, losses, metric = self.validate()
         entry = {"step": step, "stage": stage.name, "val_score": score,
                  **{f"val_loss_{k}": v for k, v in losses.items()}, **{f"val_{k}": v for k, v in metric.items()}}
         self.history.append(entry)

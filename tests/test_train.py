@@ -78,9 +78,13 @@ def test_two_replicas_give_the_same_loss_and_update_as_one_device(records, tmp_p
             optimizer.build(trainer.model.trainable_variables)
         step = trainer.make_train_step(trainer.model, optimizer, 8, [1.0] * len(trainer.model.trainable_variables))
         loss, per_task, correct = step(iterator)
+        # validation after the update sees every image once whatever the replica count
         results.append((float(loss), {k: float(v) for k, v in per_task.items()},
-                        [v.numpy() for v in trainer.model.trainable_variables]))
-    (loss1, tasks1, w1), (loss2, tasks2, w2) = results
+                        [v.numpy() for v in trainer.model.trainable_variables], trainer.validate()))
+    (loss1, tasks1, w1, val1), (loss2, tasks2, w2, val2) = results
+    assert val1[0] == pytest.approx(val2[0], abs=1e-6)
+    for k in val1[1]:
+        assert val1[1][k] == pytest.approx(val2[1][k], rel=1e-4), k
     assert loss1 == pytest.approx(loss2, rel=1e-5)
     for k in tasks1:
         assert tasks1[k] == pytest.approx(tasks2[k], rel=1e-5, abs=1e-7)

@@ -98,6 +98,24 @@ def make_strategy(devices: list[str] | None = None):
     return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
 
 
+def worker_folder(strategy, run_dir: Path) -> tuple[Path, bool]:
+    """The folder this process writes to, and whether it is the chief.
+
+    Under MultiWorkerMirroredStrategy every worker trains, validates and checkpoints (training is
+    synchronous, so the checkpoints are identical and each worker resumes from its own disk), but only
+    the chief writes RUN_DIR itself, exports and reports; worker i writes RUN_DIR/workers/worker-i, so
+    workers sharing a file system never write the same file.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return run_dir, True
+    resolver = strategy.cluster_resolver
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0):
+        return run_dir, True
+    return run_dir / "workers" / f"{task_type}-{task_id}", False
+
+
 def heads_of(model: ModelConfig) -> dict[str, int]:
     return {task.name: task.num_classes for task in model.tasks}
 
@@ -542,10 +560,12 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = strategy or make_strategy()
+    run_dir, chief = worker_folder(strategy, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
-    print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {type(strategy).__name__})",
-          file=sys.stderr)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)  # its class prints as CollectiveAllReduceStrategy
+    name = ("MultiWorkerMirroredStrategy, " + ("chief" if chief else "not chief")) if multi_worker else type(strategy).__name__
+    print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {name})", file=sys.stderr)
     records = {crop: ensure_records(cfg, crop, data_root, records_root, cfg.demo) for crop in {u.crop for u in units}}
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
@@ -573,10 +593,11 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         record["train_seconds"] = round(time.perf_counter() - started, 1)
         record["history"] = trainer.history
         write_json(unit_dir / "unit.json", record)
-        evaluate_unit(model, unit_dir, cfg)
-        model.export(str(unit_dir / "saved_model"), verbose=False)
+        evaluate_unit(model, unit_dir, cfg)  # on workers too: it marks the unit done for a rerun
+        if chief:
+            model.export(str(unit_dir / "saved_model"), verbose=False)
     write_json(run_dir / "skipped.json", skipped)
-    return write_reports(run_dir)
+    return write_reports(run_dir) if chief else {}
 
 
 def main(argv: list[str] | None = None) -> int:

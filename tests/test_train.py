@@ -173,14 +173,14 @@ def final_weights(run_dir):
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k}
 
 
-def run_cli(run_dir, records, extra=(), wait=True):
+def run_cli(run_dir, records, extra=(), wait=True, env=None):
     cmd = [sys.executable, "-m", "kerasface.train", "--paper", "canal_mtfl", "--demo", "--model", "tcdcn_multitask",
            "--crop", "nose_centred_150", "--run-dir", str(run_dir), "--no-progress",
            "--set", f"data.tfrecords={records.parent}", "--set", "data.deterministic=true",
            "--set", "models.tcdcn_multitask.stages.0.steps=24", "--set", "models.tcdcn_multitask.stages.0.eval_every=6",
            "--set", "models.tcdcn_multitask.stages.0.batch_size=8", "--set", "models.tcdcn_multitask.input_size=48",
            "--set", "models.tcdcn_multitask.arch_kwargs={'width': 0.25}", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     if wait:
         return subprocess.run(cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=300)
     return subprocess.Popen(cmd, cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -229,6 +229,45 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_pat
     assert after["landmarks"]["nme"] == pytest.approx(before["landmarks"]["nme"], rel=1e-5)
     assert (killed_dir / "models" / unit / "confusion_smile.png").stat().st_size > 1000
     assert "| tcdcn_multitask | nose_centred_150 | smile |" in (killed_dir / "results.md").read_text()
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_workers_train_in_lockstep_and_only_the_chief_writes_the_run_folder(demo_records, tmp_path):
+    records = demo_records.parent / "nose_centred_150"
+    if not records.exists():
+        records.symlink_to(demo_records)
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    run_dir = tmp_path / "multi"
+    procs = [run_cli(run_dir, records, wait=False,
+                     env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+             for i in range(2)]
+    try:
+        logs = [proc.communicate(timeout=400)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [proc.returncode for proc in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "(2 replica(s), MultiWorkerMirroredStrategy, chief)" in logs[0]
+    assert "(2 replica(s), MultiWorkerMirroredStrategy, not chief)" in logs[1]
+    chief, worker = run_dir, run_dir / "workers" / "worker-1"
+    # synchronous training: both workers end with the same weights, optimizer slots and step
+    a, b = final_weights(chief), final_weights(worker)
+    assert a.keys() == b.keys() and len(a) > 20
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    unit = "tcdcn_multitask-nose_centred_150-all"
+    assert (chief / "metrics.json").exists() and (chief / "models" / unit / "saved_model").is_dir()
+    assert not (worker / "metrics.json").exists() and not (worker / "models" / unit / "saved_model").exists()
+    steps = [h["step"] for h in json.loads((chief / "models" / unit / "history.json").read_text())]
+    assert steps == [6, 12, 18, 24]
 
 
 def test_plan_units_and_selection_errors():

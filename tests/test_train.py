@@ -110,6 +110,27 @@ def test_loss_falls_on_a_small_batch(records, tmp_path):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
+def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs(records, tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        paper = dataclasses.replace(tiny_paper(records, steps=8), mixed_precision=True)
+        trainer = Trainer(plan_units(paper)[0], paper, records, tmp_path, tf.distribute.MirroredStrategy(["/cpu:0"]),
+                          progress=False)
+        convs = [l for l in trainer.model.layers if isinstance(l, keras.layers.Conv2D)]
+        assert convs[0].compute_dtype == "float16" and convs[0].kernel.dtype == "float32"
+        images, _ = next(iter(trainer.dataset("train", 8, training=False)))
+        assert {k: v.dtype for k, v in trainer.model(images).items()} == {t: "float32" for t in ("landmarks", "smile", "pose")}
+        trainer.run()
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "stage0")))
+        names = list(reader.get_variable_to_shape_map())
+        assert any("dynamic_scale" in n for n in names), "no loss-scale variable: the optimizer does not scale losses"
+        assert all(np.isfinite(v.numpy()).all() for v in trainer.model.weights)
+        assert [h["step"] for h in trainer.history] == [4, 8] and all(np.isfinite(h["val_score"]) for h in trainer.history)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_frozen_layers_do_not_change_and_multipliers_scale_updates(records, tmp_path):
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])

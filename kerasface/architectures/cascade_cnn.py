@@ -55,7 +55,7 @@ import keras
 from keras import layers
 
 from kerasface.architectures import ARCHITECTURES
-from kerasface.architectures.common import check_heads, scaled
+from kerasface.architectures.common import check_heads, scaled, task_heads
 
 # (name, kernel, maps) of the four DeepID2+ convolutions; each is followed by a 2x2 max pool.
 TRUNK = (("conv1", 4, 128), ("conv2", 3, 128), ("conv3", 3, 128), ("conv4", 2, 128))
@@ -121,5 +121,5 @@ def build_cascade_cnn(
     x = layers.Flatten(name="flatten")(x)
     features = layers.Dense(scaled(FEATURES, width), activation="relu", name="features")(x)
     y = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
-    outputs = {task: layers.Dense(units, name=f"head_{task}")(y) for task, units in heads.items()}
+    outputs = task_heads(y, heads)
     return keras.Model(image, outputs, name="cascade_cnn")

@@ -42,7 +42,7 @@ import keras
 from keras import layers
 
 from kerasface.architectures import ARCHITECTURES
-from kerasface.architectures.common import check_heads
+from kerasface.architectures.common import check_heads, task_heads
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_URL = (
@@ -169,7 +169,7 @@ def build_inception_v3(
     # ---- main heads -----------------------------------------------------------------------
     features = layers.GlobalAveragePooling2D(name="features")(backbone.output)
     y = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
-    outputs = {task: layers.Dense(units, name=f"head_{task}")(y) for task, units in heads.items()}
+    outputs = task_heads(y, heads)
 
     # ---- auxiliary head (TF-slim AuxLogits) ----------------------------------------------------
     classification = [task for task in heads if task != "landmarks"]
@@ -181,7 +181,7 @@ def build_inception_v3(
         kernel = (min(5, a.shape[1]), min(5, a.shape[2]))
         a = _conv_bn_relu(a, 768, kernel, "head_aux_conv2", padding="valid")
         for task in classification:
-            logits = layers.Conv2D(heads[task], 1, name=f"head_aux_logits_{task}")(a)
-            outputs[f"{task}__aux"] = layers.GlobalAveragePooling2D(name=f"head_aux_{task}")(logits)
+            logits = layers.Conv2D(heads[task], 1, dtype="float32", name=f"head_aux_logits_{task}")(a)
+            outputs[f"{task}__aux"] = layers.GlobalAveragePooling2D(dtype="float32", name=f"head_aux_{task}")(logits)
 
     return keras.Model(image, outputs, name="inception_v3")

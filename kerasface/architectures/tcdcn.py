@@ -48,7 +48,7 @@ import keras
 from keras import layers
 
 from kerasface.architectures import ARCHITECTURES
-from kerasface.architectures.common import check_heads, scaled
+from kerasface.architectures.common import check_heads, scaled, task_heads
 
 # (name, kernel, maps, followed by a 2x2 max pool)
 TRUNK = (
@@ -88,7 +88,7 @@ def _tcdcn(input_shape, heads, width: float, dropout: float, batch_norm: bool, n
     x = layers.Flatten(name="flatten")(x)
     features = layers.Dense(scaled(FEATURES, width), activation="relu", name="features")(x)
     y = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
-    outputs = {task: layers.Dense(units, name=f"head_{task}")(y) for task, units in heads.items()}
+    outputs = task_heads(y, heads)
     return keras.Model(image, outputs, name=name)
 
 

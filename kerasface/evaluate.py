@@ -104,12 +104,12 @@ def plot_history(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate_unit(model, unit_dir: Path, cfg: PaperConfig) -> dict:
-    """Evaluate one trained model on val and test; updates its unit.json and writes plots."""
+def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig) -> dict:
+    """Evaluate one trained model, as its `inference_fn`, on val and test; updates its unit.json and
+    writes plots."""
     unit_dir = Path(unit_dir)
     record = json.loads((unit_dir / "unit.json").read_text())
     names = [t["name"] for t in record["tasks"]]
-    forward = inference_fn(model)
     for split in ("val", "test"):
         outputs, targets = predict_split(forward, cfg.data, record["records"], record["input_size"], record["channels"],
                                          names, split)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             last = tf.train.latest_checkpoint(str(max((unit_dir / "checkpoints").glob("stage*"))))
             tf.train.Checkpoint(model=model).restore(last).expect_partial()
         print(f"evaluating {record['unit']}", file=sys.stderr)
-        evaluate_unit(model, unit_dir, cfg)
+        evaluate_unit(inference_fn(model), unit_dir, cfg)
     write_reports(run_dir)
     return 0
 

@@ -593,7 +593,8 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         record["train_seconds"] = round(time.perf_counter() - started, 1)
         record["history"] = trainer.history
         write_json(unit_dir / "unit.json", record)
-        evaluate_unit(model, unit_dir, cfg)  # on workers too: it marks the unit done for a rerun
+        # the validation function serves here too: it already holds the best weights, no new trace
+        evaluate_unit(trainer.forward, unit_dir, cfg)  # on workers too: it marks the unit done for a rerun
         if chief:
             model.export(str(unit_dir / "saved_model"), verbose=False)
     write_json(run_dir / "skipped.json", skipped)

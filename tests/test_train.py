@@ -187,6 +187,21 @@ def test_trainable_rules_select_layers_by_name_or_depth():
         set_trainable(model, "top:0")
 
 
+@pytest.fixture
+def nose_records(demo_records):
+    """The demo records under the folder name the CLI looks for with data.tfrecords (one folder per crop)."""
+    records = demo_records.parent / "nose_centred_150"
+    if not records.exists():
+        records.symlink_to(demo_records)
+    return records
+
+
+def assert_same_checkpoint(a, b, rtol, atol):
+    assert a.keys() == b.keys() and len(a) > 20
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
 def final_weights(run_dir):
     ckpts = sorted((run_dir / "models").glob("*/checkpoints/stage0"))
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpts[0])))
@@ -208,10 +223,8 @@ def run_cli(run_dir, records, extra=(), wait=True, env=None):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_path):
-    records = demo_records.parent / "nose_centred_150"
-    if not records.exists():
-        records.symlink_to(demo_records)
+def test_killed_run_resumes_and_ends_with_the_same_weights(nose_records, tmp_path):
+    records = nose_records
     straight = run_cli(tmp_path / "straight", records)
     assert straight.returncode == 0, straight.stderr[-2000:]
     # kill -9 once the first checkpoint exists, then run the same command again
@@ -226,10 +239,7 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(demo_records, tmp_pat
     assert steps_done and max(steps_done) < 24
     resumed = run_cli(killed_dir, records)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = final_weights(tmp_path / "straight"), final_weights(killed_dir)
-    assert a.keys() == b.keys() and len(a) > 20
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_same_checkpoint(final_weights(tmp_path / "straight"), final_weights(killed_dir), rtol=1e-5, atol=1e-6)
     # the validation history spans the kill: each evaluation once, with the uninterrupted run's scores
     unit = "tcdcn_multitask-nose_centred_150-all"
     history = [json.loads((d / "models" / unit / "unit.json").read_text())["history"]
@@ -261,13 +271,10 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_two_workers_train_in_lockstep_and_only_the_chief_writes_the_run_folder(demo_records, tmp_path):
-    records = demo_records.parent / "nose_centred_150"
-    if not records.exists():
-        records.symlink_to(demo_records)
+def test_two_workers_train_in_lockstep_and_only_the_chief_writes_the_run_folder(nose_records, tmp_path):
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     run_dir = tmp_path / "multi"
-    procs = [run_cli(run_dir, records, wait=False,
+    procs = [run_cli(run_dir, nose_records, wait=False,
                      env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
              for i in range(2)]
     try:
@@ -280,10 +287,7 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_writes_the_run_folder(
     assert "(2 replica(s), MultiWorkerMirroredStrategy, not chief)" in logs[1]
     chief, worker = run_dir, run_dir / "workers" / "worker-1"
     # synchronous training: both workers end with the same weights, optimizer slots and step
-    a, b = final_weights(chief), final_weights(worker)
-    assert a.keys() == b.keys() and len(a) > 20
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    assert_same_checkpoint(final_weights(chief), final_weights(worker), rtol=1e-6, atol=1e-7)
     unit = "tcdcn_multitask-nose_centred_150-all"
     assert (chief / "metrics.json").exists() and (chief / "models" / unit / "saved_model").is_dir()
     assert not (worker / "metrics.json").exists() and not (worker / "models" / unit / "saved_model").exists()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv (Python 3.11) when missing, installs
-# kerasface with its test extras, then runs the job asked for.
+# kerasface with its test extras at the tested versions of constraints.txt, then runs the job.
 #   ./dev.sh demo   train, evaluate and export the canal_mtfl recipe on the built-in demo data
 #   ./dev.sh test   run the test suite (what CI runs)
+#   ./dev.sh lock   re-resolve the newest versions pyproject.toml allows into constraints.txt
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -21,14 +22,30 @@ pick_python() {
 
 ensure_venv() {
   local stamp="$VENV/.kerasface-installed"
-  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then return 0; fi
-  if [ ! -x "$VENV/bin/python" ]; then
-    local py; py=$(pick_python)
-    "$py" -m venv "$VENV" || { echo "error: '$py -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
+    return 0
   fi
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+  make_venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet -e ".[test]" -c constraints.txt
   touch "$stamp"
+}
+
+make_venv() {  # make_venv DIR: a virtual environment with a current pip
+  if [ ! -x "$1/bin/python" ]; then
+    local py; py=$(pick_python)
+    "$py" -m venv "$1" || { echo "error: '$py -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+  fi
+  "$1/bin/python" -m pip install --quiet --upgrade pip
+}
+
+lock() {  # resolve afresh in a throwaway venv; constraints.txt is replaced only once complete
+  local tmp; tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  make_venv "$tmp/venv"
+  "$tmp/venv/bin/python" -m pip install --quiet -e ".[test]"
+  { sed -n '/^#/p' constraints.txt; "$tmp/venv/bin/python" -m pip freeze --exclude-editable; } > constraints.txt.partial
+  mv constraints.txt.partial constraints.txt
+  echo "constraints.txt: $(grep -vc '^#' constraints.txt) pinned packages; run ./dev.sh test before committing it"
 }
 
 case "${1:-}" in
@@ -44,8 +61,11 @@ case "${1:-}" in
     shift
     "$VENV/bin/python" -m pytest -q "$@"
     ;;
+  lock)
+    lock
+    ;;
   *)
-    echo "usage: ./dev.sh demo | test [extra args]" >&2
+    echo "usage: ./dev.sh demo | test [extra args] | lock" >&2
     exit 2
     ;;
 esac

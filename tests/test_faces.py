@@ -135,10 +135,42 @@ def test_batch_matches_one_by_one(astronaut, astronaut_faces, no_face_image):
 
 def test_detector_settings_and_inputs(astronaut):
     assert detect_faces(astronaut, score_threshold=0.99999999) == []  # nobody is that sure
-    assert detect_faces(astronaut, min_face_size=200) == []  # her face is ~110 px
+    assert detect_faces(astronaut, min_face_size=600) == []  # no 600-px face fits in 512x512
     gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)  # HxW arrays are accepted
     assert len(detect_faces(gray)) == 1
     assert len(detect_faces(astronaut.astype(np.float32) / 255.0)) == 1  # floats in [0, 1]
+
+
+# her face is ~110 px; min_face_size sets the first pyramid level, not a hard size filter, so
+# MTCNN still refines a 200-px window onto it (as the original MTCNN does)
+@pytest.mark.parametrize("min_face_size,found", [(5, 1), (12, 1), (20, 1), (110, 1), (200, 1),
+                                                 (600, 0)])
+def test_detection_never_breaks_on_image_or_face_size(astronaut, min_face_size, found):
+    # every image size from 1x1 to the full photo, square and thin: a list (maybe empty), no error
+    # (mtcnn 1.0's own pyramid fed P-Net levels under 12 px, which Keras >= 3.15 rejects)
+    sizes = [(1, 1), (11, 11), (12, 12), (13, 40), (40, 13), (64, 64), (199, 201), (512, 512)]
+    for h, w in sizes:
+        image = cv2.resize(astronaut, (w, h), interpolation=cv2.INTER_AREA)
+        faces = detect_faces(image, min_face_size=min_face_size)
+        assert isinstance(faces, list), (h, w)
+        for one in faces:
+            assert 0 <= one.box[0] <= w and 0 <= one.box[1] <= h
+    assert len(detect_faces(astronaut, min_face_size=min_face_size)) == found
+
+
+def test_pyramid_levels_hold_pnet_window():
+    from kerasface.faces.detect import pyramid_scales
+
+    for side in (1, 11, 12, 13, 50, 512, 3000):
+        for mfs in (5, 12, 20, 200, 2999):
+            scales = pyramid_scales(side, side + 7, mfs)
+            assert all(np.floor(side * scales) >= 12), (side, mfs)
+            if len(scales):
+                assert scales[0] == pytest.approx(12 / mfs)  # MTCNN's first level
+                assert np.floor(side * scales[-1] * 0.709) < 12  # and no level is missing
+            else:
+                assert side * 12 / mfs < 12
+    assert len(pyramid_scales(512, 512, 20)) == 10  # what mtcnn itself uses for this photo
 
 
 def test_face_box_from_landmarks_matches_detector_box(face):

@@ -22,7 +22,11 @@ Behaviour at the edges
   detection and the results mapped back to the original pixels, so a 6000x6000 photo costs about
   what a 2000x2000 one does; the smallest face found there is then
   max(min_face_size, 20 * longest side / max_side) pixels.
-- Images smaller than 12 pixels (MTCNN's smallest window) have no face: [].
+- The image pyramid is MTCNN's own (first level 12 / min_face_size, factor 0.709) but stops at
+  the last level whose shorter side still holds P-Net's 12-pixel window: `mtcnn` 1.0 counts its
+  levels from the image size alone, so a large `min_face_size` sent levels of a few pixels into
+  P-Net, which Keras >= 3.15 rejects ("empty output"). An image too small for the first level
+  (shorter side below max(12, min_face_size) * 12 / 12) has no face: [].
 - Boxes are clipped to the image, landmarks are not (an occluded chin can lie outside).
 """
 
@@ -105,6 +109,47 @@ class Face:
 _detector = None
 _detector_pid: int | None = None
 _lock = threading.Lock()
+PYRAMID_FACTOR = 0.709  # MTCNN's scale step between pyramid levels
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float) -> np.ndarray:
+    """Scales of MTCNN's image pyramid: 12/min_face_size * 0.709**k for every k whose level keeps
+    a shorter side of at least 12 pixels (P-Net's window). Empty when the image is too small."""
+    first = MTCNN_MIN_WINDOW / float(min_face_size)
+    shorter = float(min(height, width))
+    if shorter * first < MTCNN_MIN_WINDOW:
+        return np.empty((0,), np.float64)
+    count = int(math.floor(math.log(MTCNN_MIN_WINDOW / (shorter * first)) / math.log(PYRAMID_FACTOR)))
+    scales = first * PYRAMID_FACTOR ** np.arange(count + 1)
+    # floating point at the boundary: keep only levels MTCNN's resize makes >= 12 pixels
+    return scales[np.floor(shorter * scales + 1e-9) >= MTCNN_MIN_WINDOW]
+
+
+def _pnet_stage_class():
+    """mtcnn's P-Net stage with `pyramid_scales` instead of mtcnn's level count (see the module
+    docstring); everything after the pyramid is mtcnn's own code."""
+    from mtcnn.stages import StagePNet
+    from mtcnn.utils import bboxes as mb
+    from mtcnn.utils.images import scale_images
+
+    class PyramidPNet(StagePNet):
+        def __call__(self, images_normalized, images_oshapes, min_face_size=20, threshold_pnet=0.6,
+                     nms_pnet1=0.5, nms_pnet2=0.7, **kwargs):
+            height, width = images_normalized.shape[1:3]  # the batch is padded to one size
+            boxes = []
+            for scale in pyramid_scales(height, width, min_face_size):
+                level = scale_images(images_normalized, float(scale))
+                offsets, scores = self._model(level)
+                found = mb.generate_bounding_box(offsets, scores, threshold_pnet)
+                found = mb.upscale_bboxes(found, np.asarray([scale] * images_normalized.shape[0]))
+                boxes.append(mb.smart_nms_from_bboxes(found, threshold=nms_pnet1, method="union",
+                                                      initial_sort=False))
+            merged = np.concatenate(boxes, axis=0) if boxes else np.empty((0, 6))
+            merged = mb.smart_nms_from_bboxes(merged, threshold=nms_pnet2, method="union",
+                                              initial_sort=True)
+            return mb.resize_to_square(merged)
+
+    return PyramidPNet
 
 
 def _default_device() -> str:
@@ -119,8 +164,10 @@ def get_detector():
     with _lock:
         if _detector is None or _detector_pid != os.getpid():
             from mtcnn import MTCNN
+            from mtcnn.stages import StageONet, StageRNet
 
-            _detector = MTCNN(device=_default_device())
+            stages = [_pnet_stage_class(), StageRNet, StageONet]
+            _detector = MTCNN(stages=stages, device=_default_device())
             _detector_pid = os.getpid()
         return _detector
 
@@ -241,8 +288,8 @@ def detect_faces_batch(
     # group by effective minimum face size (it is one argument per MTCNN call)
     groups: dict[float, list[int]] = {}
     for i, (_, work, _, mfs) in enumerate(prepared):
-        if min(work.shape[:2]) < MTCNN_MIN_WINDOW:
-            continue  # nothing MTCNN can see
+        if not len(pyramid_scales(*work.shape[:2], mfs)):
+            continue  # no face of at least min_face_size fits P-Net's window
         groups.setdefault(round(mfs, 6), []).append(i)
     for mfs, idx in groups.items():
         for start in range(0, len(idx), max(1, batch_size)):

@@ -24,7 +24,8 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.flops import flops_per_image  # noqa: E402
 from kerasface.architectures import ARCHITECTURES  # noqa: E402
 from kerasface.config import StageConfig, TaskConfig  # noqa: E402
-from kerasface.train import make_optimizer, make_strategy, make_train_step  # noqa: E402
+from kerasface.optim import GroupedOptimizer, make_optimizer  # noqa: E402
+from kerasface.train import make_strategy, make_train_step  # noqa: E402
 
 CASES = {
     "tcdcn": (60, (TaskConfig("landmarks", kind="landmarks", num_classes=10), TaskConfig("gender"), TaskConfig("smile"),
@@ -61,10 +62,9 @@ def bench(arch, size, tasks, kwargs, batch, steps):
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = ARCHITECTURES.get(arch)((size, size, 3), heads, **kwargs)
-        optimizer = make_optimizer(stage, 1000)
-        optimizer.build(model.trainable_variables)
+        optimizer = GroupedOptimizer(stage, 1000, model)
     active = {t.name: tf.constant(1.0) for t in tasks}
-    step_fn = make_train_step(strategy, model, optimizer, tasks, active, batch, [1.0] * len(model.trainable_variables))
+    step_fn = make_train_step(strategy, model, optimizer, tasks, active, batch)
     iterator = iter(strategy.experimental_distribute_dataset(ds))
     custom = rate(lambda: step_fn(iterator), steps, batch)
 

@@ -47,11 +47,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """One output head: a classification attribute or the five landmarks."""
+    """One output head; its kind (kerasface.tasks.HEAD_KINDS) says what the output means."""
 
-    name: str  # "gender", "smile", "glasses", "pose", "landmarks", ...
-    kind: str = "classification"  # or "landmarks"
-    num_classes: int = 2
+    name: str  # "gender", "smile", "glasses", "pose", "landmarks", "identity", ...
+    kind: str = "classification"  # classification, multilabel, regression, landmarks, embedding
+    num_classes: int = 2  # outputs: classes, binary attributes, values (landmarks: 10)
+    loss: str = ""  # classification: "softmax" (default) or "svm" (squared-hinge multi-class SVM)
+    label: str = ""  # the record label it learns from (default: `name`; landmarks: the face's points)
     loss_weight: float = 1.0
     # Task-wise early stopping (TCDCN): stop training this head when its validation loss has not
     # improved for this many evaluations. 0 keeps it training to the end.
@@ -74,6 +76,7 @@ class StageConfig:
     boundaries: tuple[int, ...] = ()  # step schedule
     end_lr: float = 0.0  # polynomial
     power: float = 1.0  # polynomial
+    staircase: bool = False  # exponential: decay in whole steps of decay_steps
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 64
@@ -88,12 +91,14 @@ class StageConfig:
     # the mean of this many training batches' statistics (0 = off). The exponential average lags
     # behind weights that move fast, as in short from-scratch schedules.
     precise_bn_batches: int = 0
+    # Keep the checkpoints of the last N evaluations (a checkpoint ensemble averages them).
+    keep_checkpoints: int = 2
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str
-    input_size: int
+    input_size: int | tuple[int, int]  # one side (square) or (height, width), e.g. (112, 96)
     channels: int = 3
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     tasks: tuple[TaskConfig, ...] = ()
@@ -104,6 +109,11 @@ class ModelConfig:
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     description: str = ""
 
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        size = self.input_size
+        return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+
 
 @dataclass(frozen=True)
 class PaperConfig:
@@ -111,11 +121,12 @@ class PaperConfig:
     data: DataConfig = field(default_factory=DataConfig)
     crops: tuple[str, ...] = ("nose_centred_150",)  # crops compared; each is its own conversion
     models: dict[str, ModelConfig] = field(default_factory=dict)
-    # (model key, attribute, crop) -> accuracy the paper reports on its test set
-    reported: dict[str, float] = field(default_factory=dict)
+    # "model/attribute/crop" -> the paper's number: a fraction, or {"value", "std", "metric", "split"}
+    reported: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     mixed_precision: bool = False
-    demo: bool = False
+    demo: bool = False  # trains on the built-in synthetic demo data
+    variant: str = ""  # the named variant of the recipe ("" = the paper's settings)
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -224,6 +235,41 @@ def write_config(cfg: Any, folder: str | os.PathLike, name: str = "config.json")
     path = Path(folder) / name
     write_json(path, {"kind": type(cfg).__name__, "config": to_dict(cfg)})
     return path
+
+
+def target_key(task: TaskConfig) -> str:
+    """The key of the pipeline's targets dict that `task` learns from."""
+    return task.label or task.name
+
+
+def validate(cfg: PaperConfig) -> PaperConfig:
+    """Check names against the registries before any training: a bad value fails with its field."""
+    from kerasface.architectures import ARCHITECTURES
+    from kerasface.optim import OPTIMIZERS, SCHEDULES
+    from kerasface.tasks import validate_task
+
+    for key, model in cfg.models.items():
+        where = f"models.{key}"
+        if model.arch not in ARCHITECTURES:
+            raise ValueError(f"{where}.arch: unknown architecture {model.arch!r}; known: {', '.join(ARCHITECTURES.names())}")
+        if not model.tasks:
+            raise ValueError(f"{where}.tasks: a model needs at least one task")
+        for i, task in enumerate(model.tasks):
+            validate_task(task, f"{where}.tasks.{i}")
+        names = [s.name for s in model.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}.stages: stage names must be unique (each keeps its own history and "
+                             f"checkpoints), got {names}")
+        for i, stage in enumerate(model.stages):
+            if stage.optimizer not in OPTIMIZERS:
+                raise ValueError(f"{where}.stages.{i}.optimizer: unknown optimizer {stage.optimizer!r}; "
+                                 f"known: {', '.join(OPTIMIZERS)}")
+            if stage.schedule not in SCHEDULES:
+                raise ValueError(f"{where}.stages.{i}.schedule: unknown schedule {stage.schedule!r}; "
+                                 f"known: {', '.join(SCHEDULES)}")
+            if not (stage.steps or stage.epochs):
+                raise ValueError(f"{where}.stages.{i}: set steps or epochs")
+    return cfg
 
 
 def read_config(path: str | os.PathLike) -> Any:

@@ -15,47 +15,37 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasface.config import PaperConfig, read_config, write_json
-
-
-def inference_fn(model):
-    """`model` in inference mode as one compiled function that runs on the calling device.
-
-    Not `predict_on_batch`: a model built under a MirroredStrategy scope runs the whole batch on every
-    replica there and returns the copies concatenated (2N rows for N images on two GPUs).
-    """
-    import tensorflow as tf
-
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-
-
-def predict_split(forward, data, records, input_size, channels, task_names, split, batch_size=128):
-    """Outputs of `forward` (see `inference_fn`) and targets over a whole split, as NumPy arrays."""
-    from kerasface.data.pipeline import build_dataset
-
-    outputs, targets = {}, {}
-    ds = build_dataset(data, split, image_size=input_size, channels=channels, batch_size=batch_size,
-                       training=False, folder=records)
-    for images, target in ds:
-        out = forward(images)
-        for name in task_names:
-            outputs.setdefault(name, []).append(np.asarray(out[name], np.float32))
-        for name, value in target.items():
-            targets.setdefault(name, []).append(value.numpy())
-    return {k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in targets.items()}
+from kerasface.config import PaperConfig, TaskConfig, read_config, target_key, write_json
+from kerasface.data.pipeline import read_manifest
+from kerasface.inference import inference_fn, predict_split, records_folder
 
 
 def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size) -> dict:
-    from kerasface.metrics import classification_report, landmark_report
+    """One report per task of a unit.json, by its head kind."""
+    from kerasface.tasks import head_kind
 
     reports = {}
     for task in tasks:
-        name = task["name"]
-        if task["kind"] == "landmarks":
-            reports[name] = landmark_report(targets["landmarks"], outputs[name], input_size[1], input_size[0])
-        else:
-            reports[name] = classification_report(targets[name], outputs[name].argmax(-1), task["labels"])
+        cfg = TaskConfig(task["name"], kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
+                         label=task.get("label", ""))
+        reports[cfg.name] = head_kind(cfg.kind).report(cfg, outputs[cfg.name], targets[target_key(cfg)],
+                                                       task.get("labels") or [], input_size)
     return reports
+
+
+def evaluation_splits(manifest: dict) -> list[str]:
+    """Every split of the conversion but the training one, in the manifest's order (val first)."""
+    return [name for name in manifest["splits"] if name != "train"]
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure under a temporary name, then rename (never a half-written PNG)."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def plot_confusion(report: dict, title: str, path: Path) -> None:
@@ -78,10 +68,7 @@ def plot_confusion(report: dict, title: str, path: Path) -> None:
     ax.set_ylabel("true")
     ax.set_title(f"{title}\naccuracy {100 * report['accuracy']:.1f}%", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -93,15 +80,19 @@ def plot_history(history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    steps = [h["step"] for h in history]
+    steps = [h.get("global_step", h["step"]) for h in history]  # stages end to end
     for key in sorted(k for k in history[0] if k.startswith("val_loss_")):
         ax.plot(steps, [h.get(key, np.nan) for h in history], label=key[len("val_loss_"):])
-    ax.set_xlabel("step")
+    starts = {}
+    for h, x in zip(history, steps):
+        starts.setdefault(h["stage"], x)
+    for x in list(starts.values())[1:]:
+        ax.axvline(x, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("step (all stages)")
     ax.set_ylabel("validation loss")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig) -> dict:
@@ -110,70 +101,105 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig) -> dict:
     unit_dir = Path(unit_dir)
     record = json.loads((unit_dir / "unit.json").read_text())
     names = [t["name"] for t in record["tasks"]]
-    for split in ("val", "test"):
-        outputs, targets = predict_split(forward, cfg.data, record["records"], record["input_size"], record["channels"],
+    records = records_folder(unit_dir, record["records"])
+    splits = evaluation_splits(read_manifest(records))
+    for split in splits:
+        outputs, targets = predict_split(forward, cfg.data, records, record["input_size"], record["channels"],
                                          names, split)
         reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
         record[f"{split}_metrics"] = reports
-        record[split] = {k: (v["accuracy"] if "accuracy" in v else -v["nme"]) for k, v in reports.items()}
-        if split == "test":
+        record[split] = {k: (v["accuracy"] if "accuracy" in v else -v["nme"] if "nme" in v else -v["mae"])
+                         for k, v in reports.items()}
+        if split == splits[-1]:
             for name, report in reports.items():
                 if "confusion" in report:
                     plot_confusion(report, f"{record['unit']} — {name} ({split})", unit_dir / f"confusion_{name}.png")
+    record["evaluated"] = splits
     plot_history(record.get("history", []), unit_dir / "curves.png")
     write_json(unit_dir / "unit.json", record)
     return record
 
 
-def reported_for(cfg: PaperConfig, model_key: str, attribute: str, crop: str) -> float | None:
+def reported_for(cfg: PaperConfig, model_key: str, attribute: str, crop: str) -> Reported | None:
     for key in (f"{model_key}/{attribute}/{crop}", f"{model_key}/{attribute}/*"):
         if key in cfg.reported:
-            return cfg.reported[key]
+            return Reported.of(cfg.reported[key])
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """A paper's number: a plain fraction, or {"value", "std", "metric", "split"} in a recipe."""
+
+    value: float
+    std: float | None = None
+    metric: str = "accuracy"
+    split: str = "test"
+
+    @classmethod
+    def of(cls, entry) -> "Reported":
+        return cls(float(entry)) if isinstance(entry, (int, float)) else cls(**entry)
+
+    def __str__(self) -> str:
+        std = f" +- {100 * self.std:.2f}" if self.std is not None else ""
+        return f"{100 * self.value:.2f}{std}%" if std else f"{100 * self.value:.1f}%"
+
+
+def evaluated_splits(record: dict) -> list[str]:
+    return record.get("evaluated") or (["val", "test"] if "test_metrics" in record else [])
+
+
 def write_reports(run_dir: Path) -> dict:
-    """metrics.json and results.md for every evaluated model of the run; prints the table."""
+    """metrics.json and results.md for every evaluated model of the run; prints the table.
+
+    One column per evaluation split (the last one is the paper's test split), each task's cell
+    written by its head kind, the paper's number beside the last split.
+    """
+    from kerasface.tasks import head_kind
+
     run_dir = Path(run_dir)
     cfg = read_config(run_dir / "config.json")
     metrics = {"paper": cfg.name, "demo": cfg.demo, "models": {}}
-    rows = []
+    rows, split_names = [], []
     for unit_json in sorted((run_dir / "models").glob("*/unit.json")):
         record = json.loads(unit_json.read_text())
-        if "test_metrics" not in record:
+        splits = evaluated_splits(record)
+        if not splits:
             continue
+        split_names = split_names or splits
         metrics["models"][record["unit"]] = {
             "model_key": record["model_key"], "arch": record["arch"], "crop": record["crop"],
-            "val": record["val_metrics"], "test": record["test_metrics"],
+            **{split: record[f"{split}_metrics"] for split in splits},
             "train_seconds": record.get("train_seconds"),
         }
         for task in record["tasks"]:
-            name = task["name"]
-            val, test = record["val_metrics"][name], record["test_metrics"][name]
-            if task["kind"] == "landmarks":
-                rows.append((record["model_key"], record["crop"], name, f"NME {100 * val['nme']:.2f}%",
-                             f"NME {100 * test['nme']:.2f}%", "", ""))
-                continue
+            kind, name = head_kind(task["kind"]), task["name"]
+            cells = [kind.summary(record[f"{split}_metrics"][name]) for split in splits]
             paper = reported_for(cfg, record["model_key"], name, record["crop"])
-            recall = " / ".join(f"{k} {100 * v:.1f}" for k, v in test["recall"].items())
-            rows.append((record["model_key"], record["crop"], name, f"{100 * val['accuracy']:.1f}%",
-                         f"{100 * test['accuracy']:.1f}%", f"{100 * paper:.1f}%" if paper is not None else "—", recall))
+            rows.append((record["model_key"], record["crop"], name, *cells,
+                         str(paper) if paper is not None else "—",
+                         kind.detail(record[f"{splits[-1]}_metrics"][name])))
+    split_names = split_names or ["val", "test"]
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for unit_name, reason in sorted(skipped.items()):
         model_key, crop, attribute = unit_name.rsplit("-", 2)
         paper = reported_for(cfg, model_key, attribute, crop)
-        rows.append((model_key, crop, attribute, "—", f"not trained: {reason.split('. ')[0]}",
-                     f"{100 * paper:.1f}%" if paper is not None else "—", ""))
+        rows.append((model_key, crop, attribute, *["—"] * (len(split_names) - 1),
+                     f"not trained: {reason.split('. ')[0]}", str(paper) if paper is not None else "—", ""))
     metrics["skipped"] = skipped
     write_json(run_dir / "metrics.json", metrics)
-    header = ("model", "crop", "attribute", "val", "test (ours)", "test (paper)", "test recall per class")
+    last = split_names[-1]
+    header = ("model", "crop", "attribute", *split_names[:-1], f"{last} (ours)", f"{last} (paper)",
+              f"{last} detail")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     note = ("\n\nDemo run on synthetic faces: these numbers prove the pipeline learns, nothing about real faces; "
-            "the paper column is for the real AFLW test set.\n" if cfg.demo else "\n")
-    table = f"# {cfg.name}: results ({'demo data' if cfg.demo else 'test split'})\n\n" + "\n".join(lines) + note
-    (run_dir / "results.md").write_text(table)
+            "the paper column is for the real data.\n" if cfg.demo else "\n")
+    table = f"# {cfg.name}: results ({'demo data' if cfg.demo else last + ' split'})\n\n" + "\n".join(lines) + note
+    tmp = run_dir / "results.md.tmp"
+    tmp.write_text(table)
+    tmp.replace(run_dir / "results.md")
     print("\n" + table)
     return metrics
 
@@ -190,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import tensorflow as tf
 
-    from kerasface.train import build_model
+    from kerasface.architectures import build_model
 
     cfg = read_config(run_dir / "config.json")
     for unit_json in sorted((run_dir / "models").glob("*/unit.json")):

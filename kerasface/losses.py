@@ -37,4 +37,23 @@ def landmark_loss(target: tf.Tensor, predicted: tf.Tensor, global_batch: int) ->
     return 0.5 * tf.reduce_sum(error) / global_batch
 
 
-CLASSIFICATION_LOSSES = {"softmax": masked_softmax_cross_entropy, "squared_hinge": masked_squared_hinge}
+def masked_sigmoid_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """Multi-label: binary cross-entropy per attribute, summed over the known (>= 0) attributes."""
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.cast(labels >= 0, tf.float32)
+    per_label = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(tf.maximum(labels, 0), tf.float32), logits=tf.cast(logits, tf.float32)
+    )
+    return tf.reduce_sum(per_label * mask) / global_batch
+
+
+def masked_squared_error(target: tf.Tensor, predicted: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """Regression: squared error summed over the known values (NaN, or -1 in a 0/1 label, is unknown)."""
+    if target.dtype.is_integer:  # a multilabel 0/1 vector used as regression targets (wang_joint)
+        known = target >= 0
+        target = tf.cast(target, tf.float32)
+    else:
+        target = tf.cast(target, tf.float32)
+        known = tf.math.is_finite(target)
+    error = tf.where(known, tf.cast(predicted, tf.float32) - tf.where(known, target, 0.0), 0.0)
+    return tf.reduce_sum(tf.square(error)) / global_batch

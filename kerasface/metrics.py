@@ -53,3 +53,45 @@ def landmark_report(target: np.ndarray, predicted: np.ndarray, width: float, hei
         "failure_rate_10pct": float((error.mean(axis=1) > 0.1).mean()),
         "count": int(target.shape[0]),
     }
+
+
+def topk_report(labels: np.ndarray, scores: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict:
+    """Top-k accuracy for tasks with many classes (identities), where a confusion matrix is useless."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    keep = labels >= 0
+    labels, scores = labels[keep], scores[keep]
+    order = np.argsort(-scores, axis=-1)
+    report = {f"top{k}": float(np.mean((order[:, :k] == labels[:, None]).any(-1))) if len(labels) else 0.0
+              for k in ks}
+    report["accuracy"] = report.get("top1", 0.0)
+    report["count"] = int(len(labels))
+    return report
+
+
+def multilabel_report(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+    """Accuracy per attribute over the known (>= 0) labels, and their mean."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted).astype(np.int64)
+    per = {}
+    for i, name in enumerate(names):
+        keep = labels[:, i] >= 0
+        per[name] = float(np.mean(predicted[keep, i] == labels[keep, i])) if keep.any() else 0.0
+    mean = float(np.mean(list(per.values()))) if per else 0.0
+    return {"mean_accuracy": mean, "accuracy": mean, "per_attribute": per, "count": int(labels.shape[0])}
+
+
+def regression_report(target: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+    """Mean absolute and root-mean-square error per value over the known targets."""
+    target = np.asarray(target)
+    # NaN is unknown; so is -1 in a 0/1 multilabel label read as regression targets
+    known = (target >= 0) if np.issubdtype(target.dtype, np.integer) else np.isfinite(target)
+    target = target.astype(np.float64).reshape(len(target), -1)
+    known = known.reshape(target.shape)
+    predicted = np.asarray(predicted, np.float64).reshape(len(predicted), -1)
+    err = np.where(known, predicted - np.where(known, target, 0.0), 0.0)
+    count = np.maximum(known.sum(0), 1)
+    mae = np.abs(err).sum(0) / count
+    rmse = np.sqrt((err ** 2).sum(0) / count)
+    return {"mae": float(np.abs(err).sum() / max(known.sum(), 1)),
+            "rmse": float(np.sqrt((err ** 2).sum() / max(known.sum(), 1))),
+            "per_value": {name: {"mae": float(a), "rmse": float(r)} for name, a, r in zip(names, mae, rmse)},
+            "count": int(target.shape[0])}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fnmatch
 import json
 import math
 import os
@@ -32,17 +31,18 @@ import tensorflow as tf
 
 from tqdm import tqdm
 
-from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures import build_model
 from kerasface.cli import run_command
-from kerasface.config import ModelConfig, PaperConfig, StageConfig, apply_overrides, write_config, write_json
+from kerasface.config import (ModelConfig, PaperConfig, StageConfig, apply_overrides, target_key, validate,
+                              write_config, write_json)
 from kerasface.data import DATASETS
 from kerasface.data.convert import convert
 from kerasface.data.pipeline import build_dataset, read_manifest
-from kerasface.evaluate import evaluate_unit, inference_fn, predict_split, write_reports
-from kerasface.faces.align import LANDMARK_NAMES
-from kerasface.losses import CLASSIFICATION_LOSSES, landmark_loss
-from kerasface.metrics import landmark_report
-from kerasface.papers import PAPERS
+from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
+from kerasface.inference import inference_fn, predict_split
+from kerasface.optim import GroupedOptimizer, set_trainable
+from kerasface.papers import PAPERS, paper_config
+from kerasface.tasks import head_kind
 
 AUX_LOSS_WEIGHT = 0.4  # TF-slim InceptionV3 auxiliary head
 DEMO_ROOT = Path("data") / "demo"
@@ -116,130 +116,42 @@ def worker_folder(strategy, run_dir: Path) -> tuple[Path, bool]:
     return run_dir / "workers" / f"{task_type}-{task_id}", False
 
 
-def heads_of(model: ModelConfig) -> dict[str, int]:
-    return {task.name: task.num_classes for task in model.tasks}
-
-
-def build_model(model: ModelConfig):
-    kwargs = dict(model.arch_kwargs)
-    if model.weights:
-        kwargs["weights"] = model.weights
-    shape = (model.input_size, model.input_size, model.channels)
-    return ARCHITECTURES.get(model.arch)(shape, heads_of(model), **kwargs)
-
-
-def set_trainable(model, rule: str) -> None:
-    """Freeze or unfreeze layers by name or by depth. `rule` is 'all', 'new_layers' (layers named
-    head_*), or comma-separated items, each a glob over layer names, `from:NAME` (that layer and every
-    layer after it, i.e. fine-tune from that depth up) or `top:N` (the N layers with weights nearest the
-    output); a layer trains when any item selects it. Layer order is the functional model's
-    topological order."""
-    items = {"all": ["*"], "new_layers": ["head_*"]}.get(rule, [p.strip() for p in rule.split(",") if p.strip()])
-    weighted = [layer for layer in model.layers if layer.weights]
-    names = [layer.name for layer in weighted]
-    selected = set()
-    for item in items:
-        if item.startswith("from:"):
-            start = item[len("from:"):]
-            all_names = [layer.name for layer in model.layers]
-            if start not in all_names:
-                raise ValueError(f"trainable item {item!r}: no layer named {start!r} in {model.name}")
-            later = {layer.name for layer in model.layers[all_names.index(start):]}
-            selected.update(n for n in names if n in later)
-        elif item.startswith("top:"):
-            count = item[len("top:"):]
-            if not count.isdigit() or int(count) < 1:
-                raise ValueError(f"trainable item {item!r}: N in top:N must be a positive integer")
-            selected.update(names[-int(count):])
-        else:
-            selected.update(n for n in names if fnmatch.fnmatch(n, item))
-    if not selected:
-        raise ValueError(f"trainable={rule!r} matches no layer with weights in {model.name}")
-    for layer in weighted:
-        layer.trainable = layer.name in selected
-
-
-def make_optimizer(stage: StageConfig, total_steps: int):
-    lr = stage.lr
-    if stage.schedule == "step":
-        values = [stage.lr * stage.decay_rate**i for i in range(len(stage.boundaries) + 1)]
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(list(stage.boundaries), values)
-    elif stage.schedule == "exponential":
-        lr = keras.optimizers.schedules.ExponentialDecay(stage.lr, stage.decay_steps or total_steps, stage.decay_rate)
-    elif stage.schedule == "polynomial":
-        lr = keras.optimizers.schedules.PolynomialDecay(stage.lr, stage.decay_steps or total_steps, stage.end_lr,
-                                                        stage.power)
-    elif stage.schedule != "constant":
-        raise ValueError(f"unknown schedule {stage.schedule!r}; known: constant, step, exponential, polynomial")
-    wd = stage.weight_decay or None
-    makers = {
-        "sgd": lambda: keras.optimizers.SGD(lr, momentum=stage.momentum, weight_decay=wd),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=0.9, momentum=stage.momentum if stage.momentum < 1 else 0,
-                                                    epsilon=1.0, weight_decay=wd),
-        "adam": lambda: keras.optimizers.Adam(lr, weight_decay=wd),
-        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=stage.weight_decay or 0.004),
-    }
-    if stage.optimizer not in makers:
-        raise ValueError(f"unknown optimizer {stage.optimizer!r}; known: {', '.join(makers)}")
-    optimizer = makers[stage.optimizer]()
-    if wd:
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
-
-
-def lr_multipliers(model, stage: StageConfig) -> list[float]:
-    """One multiplier per trainable variable (first matching glob over its layer name wins)."""
-    owner = {}
-    for layer in model.layers:
-        for var in layer.trainable_weights:
-            owner.setdefault(id(var), layer.name)
-    mults = []
-    for var in model.trainable_variables:
-        name = owner.get(id(var), var.path.split("/")[0])
-        mults.append(next((m for pattern, m in stage.lr_multipliers if fnmatch.fnmatch(name, pattern)), 1.0))
-    return mults
-
-
 # ----------------------------------------------------------------------------- losses
 
 
 def total_loss(outputs, targets, tasks, active, global_batch):
-    """Weighted sum of the masked task losses; returns (total, per-task losses)."""
+    """Weighted sum of the masked task losses (each task's head kind owns its loss); returns
+    (total, per-task losses). An auxiliary output "T__aux" adds AUX_LOSS_WEIGHT times T's loss."""
     per_task = {}
     total = 0.0
     for task in tasks:
-        if task.kind == "landmarks":
-            loss = landmark_loss(targets["landmarks"], outputs[task.name], global_batch)
-        else:
-            fn = CLASSIFICATION_LOSSES[getattr(task, "loss", "softmax")]
-            loss = fn(targets[task.name], outputs[task.name], global_batch)
-            aux = outputs.get(f"{task.name}__aux") if isinstance(outputs, dict) else None
-            if aux is not None:
-                loss = loss + AUX_LOSS_WEIGHT * fn(targets[task.name], aux, global_batch)
+        kind = head_kind(task.kind)
+        target = targets[target_key(task)]
+        loss = kind.loss(task, target, outputs[task.name], global_batch)
+        aux = outputs.get(f"{task.name}__aux") if isinstance(outputs, dict) else None
+        if aux is not None:
+            loss = loss + AUX_LOSS_WEIGHT * kind.loss(task, target, aux, global_batch)
         per_task[task.name] = loss
         total += task.loss_weight * active[task.name] * loss
     return total, per_task
 
 
-def make_train_step(strategy, model, optimizer, tasks, active, global_batch: int, mults: list[float]):
+def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active, global_batch: int):
     """A tf.function running one optimizer step on every replica; returns summed loss and metrics."""
     variables = model.trainable_variables
 
     def step_fn(images, targets):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=optimizer.persistent_tape) as tape:
             outputs = model(images, training=True)
             loss, per_task = total_loss(outputs, targets, tasks, active, global_batch)
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        grads = tape.gradient(scaled, variables)
-        grads = [g * m if m != 1.0 and g is not None else g for g, m in zip(grads, mults)]
-        optimizer.apply_gradients(zip(grads, variables))
-        correct = {
-            t.name: tf.reduce_sum(tf.cast(
-                (tf.argmax(outputs[t.name], -1, output_type=tf.int32) == targets[t.name]) & (targets[t.name] >= 0),
-                tf.float32)) / global_batch
-            for t in tasks if t.kind == "classification"
-        }
-        return loss, per_task, correct
+            scaled = optimizer.scale_losses(loss)
+        optimizer.apply(tape, scaled, variables)
+        shown = {}
+        for t in tasks:
+            value = head_kind(t.kind).batch_accuracy(t, targets[target_key(t)], outputs[t.name], global_batch)
+            if value is not None:
+                shown[t.name] = value
+        return loss, per_task, shown
 
     @tf.function
     def train_step(iterator):
@@ -277,10 +189,6 @@ def recalibrate_batchnorm(model, batches) -> int:
     return count
 
 
-class Stop(Exception):
-    """Raised from the signal handler so the loop can checkpoint before exiting."""
-
-
 class Trainer:
     """Trains one Unit through its stages, with checkpoints, evaluation and early stopping."""
 
@@ -312,7 +220,7 @@ class Trainer:
 
     def dataset(self, split: str, batch_size: int, training: bool, input_context=None, skip_batches: int = 0):
         m = self.unit.model
-        ds = build_dataset(self.paper.data, split, image_size=(m.input_size, m.input_size), channels=m.channels,
+        ds = build_dataset(self.paper.data, split, image_size=m.input_hw, channels=m.channels,
                            batch_size=batch_size, training=training, folder=self.records,
                            input_context=input_context, seed=self.paper.seed)
         return ds.skip(skip_batches) if skip_batches else ds
@@ -330,59 +238,53 @@ class Trainer:
         return self.strategy.distribute_datasets_from_function(fn)
 
     # -- steps
-    def make_train_step(self, model, optimizer, global_batch: int, mults: list[float]):
-        return make_train_step(self.strategy, model, optimizer, self.tasks, self.active, global_batch, mults)
+    def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int):
+        return make_train_step(self.strategy, model, optimizer, self.tasks, self.active, global_batch)
 
     def predict(self, split: str):
         m = self.unit.model
-        return predict_split(self.forward, self.paper.data, self.records, (m.input_size, m.input_size), m.channels,
+        return predict_split(self.forward, self.paper.data, self.records, m.input_hw, m.channels,
                              [t.name for t in self.tasks], split)
 
     def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
-        """Validation score (mean attribute accuracy, or -NME for landmarks only), per-task loss and metric."""
+        """Validation score (the mean score of the tasks that count in it, see HeadKind.counts_in_score),
+        per-task loss (the training loss, over the whole split) and per-task score."""
         outputs, targets = self.predict("val")
         losses, metric = {}, {}
         for task in self.tasks:
-            out = outputs[task.name]
-            if task.kind == "landmarks":
-                err = out - targets["landmarks"]
-                losses[task.name] = float(0.5 * np.mean(np.sum(err**2, -1)))
-                metric[task.name] = -landmark_report(targets["landmarks"], out, 1.0, 1.0)["nme"]
-            else:
-                labels = targets[task.name]
-                keep = labels >= 0
-                logp = out - np.log(np.sum(np.exp(out - out.max(-1, keepdims=True)), -1, keepdims=True)) - out.max(-1, keepdims=True)
-                losses[task.name] = float(-np.mean(logp[keep, labels[keep]])) if keep.any() else 0.0
-                metric[task.name] = float(np.mean(out[keep].argmax(-1) == labels[keep])) if keep.any() else 0.0
-        attrs = [metric[t.name] for t in self.tasks if t.kind == "classification"]
-        score = float(np.mean(attrs)) if attrs else float(np.mean(list(metric.values())))
+            kind = head_kind(task.kind)
+            out, target = outputs[task.name], targets[target_key(task)]
+            losses[task.name] = float(kind.loss(task, tf.constant(target), tf.constant(out), max(len(out), 1)))
+            metric[task.name] = kind.score(task, out, target)
+        counted = [metric[t.name] for t in self.tasks if head_kind(t.kind).counts_in_score]
+        score = float(np.mean(counted or list(metric.values())))
         return score, losses, metric
 
     # -- the loop
     def run(self):
         stages = self.unit.model.stages
+        offset = 0  # one global step across stages: TensorBoard and curves.png draw them end to end
         for index, stage in enumerate(stages):
-            self.run_stage(index, stage)
+            self.run_stage(index, stage, offset)
+            offset += self.stage_steps(stage)
         best = self.dir / "best.weights.h5"
         if best.exists():
             self.model.load_weights(best)
         self.writer.flush()
         return self.model
 
-    def run_stage(self, index: int, stage: StageConfig):
+    def run_stage(self, index: int, stage: StageConfig, offset: int = 0):
         model = self.model
         steps = self.stage_steps(stage)
         set_trainable(model, stage.trainable)
         train_model = self.bottleneck_head() if stage.bottleneck else model
         with self.strategy.scope():
-            optimizer = make_optimizer(stage, steps)
-            if self.paper.mixed_precision:
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer = GroupedOptimizer(stage, steps, train_model, self.paper.mixed_precision)
             step = tf.Variable(0, trainable=False, dtype=tf.int64, name="step")
-            optimizer.build(train_model.trainable_variables)
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, best_score=self.best_score,
-                                   active=self.active, stale=self.stale, best_task_loss=self.best_task_loss)
-        manager = tf.train.CheckpointManager(ckpt, str(self.dir / "checkpoints" / f"stage{index}"), max_to_keep=2)
+        ckpt = tf.train.Checkpoint(model=model, step=step, best_score=self.best_score, active=self.active,
+                                   stale=self.stale, best_task_loss=self.best_task_loss, **optimizer.slots())
+        manager = tf.train.CheckpointManager(ckpt, str(self.dir / "checkpoints" / f"stage{index}"),
+                                             max_to_keep=max(1, stage.keep_checkpoints))
         if manager.latest_checkpoint:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         elif index > 0:
@@ -402,7 +304,7 @@ class Trainer:
             iterator = iter(self.strategy.experimental_distribute_dataset(self.bottleneck_data(stage, start)))
         else:
             iterator = iter(self.distributed_train_data(stage, start))
-        train_step = self.make_train_step(train_model, optimizer, stage.batch_size, lr_multipliers(train_model, stage))
+        train_step = self.make_train_step(train_model, optimizer, stage.batch_size)
         eval_every = max(1, min(stage.eval_every, steps))
 
         stop = {"now": False}
@@ -425,12 +327,12 @@ class Trainer:
                     post = {"loss": f"{float(loss):.3f}", "img/s": f"{rate:.0f}"}
                     post.update({f"{k}_acc": f"{float(v):.2f}" for k, v in correct.items()})
                     bar.set_postfix(post, refresh=False)
-                    with self.writer.as_default(step=s + 1):
+                    with self.writer.as_default(step=offset + s + 1):
                         tf.summary.scalar("train/loss", loss)
                         for k, v in per_task.items():
                             tf.summary.scalar(f"train/loss_{k}", v)
                 if (s + 1) % eval_every == 0 or s + 1 == steps:
-                    self.evaluate_and_select(s + 1, stage)
+                    self.evaluate_and_select(s + 1, stage, offset)
                     manager.save(checkpoint_number=s + 1)
                 if stop["now"]:
                     raise KeyboardInterrupt
@@ -450,21 +352,21 @@ class Trainer:
             return
         m = self.unit.model
         data = dataclasses.replace(self.paper.data, augment=None, cache=False, deterministic=True)
-        ds = build_dataset(data, "train", image_size=(m.input_size, m.input_size), channels=m.channels,
+        ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
                            batch_size=stage.batch_size, training=True, folder=self.records,
                            seed=self.paper.seed + 1)
         recalibrate_batchnorm(self.model, (images for images, _ in ds.take(stage.precise_bn_batches)))
 
-    def evaluate_and_select(self, step: int, stage: StageConfig) -> None:
+    def evaluate_and_select(self, step: int, stage: StageConfig, offset: int = 0) -> None:
         self.precise_bn(stage)
         score, losses, metric = self.validate()
-        entry = {"step": step, "stage": stage.name, "val_score": score,
+        entry = {"step": step, "global_step": offset + step, "stage": stage.name, "val_score": score,
                  **{f"val_loss_{k}": v for k, v in losses.items()}, **{f"val_{k}": v for k, v in metric.items()}}
         self.history.append(entry)
         write_json(self.history_path, self.history)
         shown = " ".join(f"{k} {v:.3f}" for k, v in metric.items())
         tqdm.write(f"{self.unit.name} step {step}: val score {score:.4f} | {shown}", file=sys.stderr)
-        with self.writer.as_default(step=step):
+        with self.writer.as_default(step=offset + step):
             tf.summary.scalar("val/score", score)
             for k, v in losses.items():
                 tf.summary.scalar(f"val/loss_{k}", v)
@@ -543,11 +445,10 @@ def unit_record(unit: Unit, records: Path, labels: dict) -> dict:
     m = unit.model
     return {
         "unit": unit.name, "model_key": unit.model_key, "arch": m.arch, "crop": unit.crop,
-        "attribute": unit.attribute, "input_size": [m.input_size, m.input_size], "channels": m.channels,
-        "records": str(records),
+        "attribute": unit.attribute, "input_size": list(m.input_hw), "channels": m.channels,
+        "records": str(Path(records).resolve()),  # absolute: the run folder works from any directory
         "tasks": [{"name": t.name, "kind": t.kind,
-                   "labels": list(labels.get(t.name, [])) if t.kind == "classification"
-                   else list(LANDMARK_NAMES)} for t in m.tasks],
+                   "labels": head_kind(t.kind).label_names(t, labels.get(target_key(t), []))} for t in m.tasks],
     }
 
 
@@ -571,7 +472,7 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for number, unit in enumerate(units, start=1):
         unit_dir = run_dir / "models" / unit.name
-        if (unit_dir / "unit.json").exists() and "test" in json.loads((unit_dir / "unit.json").read_text()):
+        if (unit_dir / "unit.json").exists() and evaluated_splits(json.loads((unit_dir / "unit.json").read_text())):
             print(f"[{number}/{len(units)}] {unit.name}: already trained, skipping", file=sys.stderr)
             continue
         print(f"[{number}/{len(units)}] {unit.name}: {unit.model.description}", file=sys.stderr)
@@ -601,14 +502,21 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     return write_reports(run_dir) if chief else {}
 
 
+def _recipe_help(recipe) -> str:
+    lines = [f"  {recipe.name}: models {', '.join(recipe.build().models)}"]
+    lines += [f"    {recipe.name}:{name}  {text}" for name, (text, _) in recipe.variants.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     keys = ", ".join(PAPERS.names())
     parser = argparse.ArgumentParser(prog="python -m kerasface.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Recipes and their model keys:\n" + "\n".join(
-                                         f"  {name}: {', '.join(PAPERS.get(name)().models)}" for name in PAPERS.names()))
-    parser.add_argument("--paper", required=True, help=f"recipe: {keys}")
-    parser.add_argument("--demo", action="store_true", help="run on the built-in synthetic demo data, reduced size")
+                                     epilog="Recipes, their model keys and variants (--paper KEY:VARIANT):\n" + "\n".join(
+                                         _recipe_help(PAPERS.get(name)) for name in PAPERS.names()))
+    parser.add_argument("--paper", required=True, help=f"recipe, optionally with a variant (KEY:VARIANT): {keys}")
+    parser.add_argument("--demo", action="store_true",
+                        help="run on the built-in synthetic demo data, reduced size (the variant KEY:demo)")
     parser.add_argument("--data", help="dataset folder (default: the dataset's environment variable, e.g. $KERASFACE_MTFL)")
     parser.add_argument("--model", action="append", default=[], help="train only this model key (repeatable)")
     parser.add_argument("--attribute", action="append", default=[], help="train only this attribute (repeatable)")
@@ -620,11 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     def body() -> None:
-        cfg = apply_overrides(PAPERS.get(args.paper)(demo=args.demo), args.set)
+        cfg = validate(apply_overrides(paper_config(args.paper, demo=args.demo), args.set))
         units = plan_units(cfg, args.model, args.attribute, args.crop)
-        if not args.demo:
+        if not cfg.demo:
             DATASETS.get(cfg.data.dataset).resolve_root(args.data)  # fail early with where we looked
-        run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-demo" if args.demo else "")))
+        run_dir = Path(args.run_dir or Path("runs") / (cfg.name + (f"-{cfg.variant}" if cfg.variant else "")))
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
         train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,
                     required=frozenset(args.model))

@@ -17,6 +17,7 @@ import tensorflow as tf
 from kerasface.config import AugmentConfig, DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig
 from kerasface.data.convert import convert
 from kerasface.losses import landmark_loss, masked_softmax_cross_entropy, masked_squared_hinge
+from kerasface.optim import GroupedOptimizer, set_trainable
 from kerasface.train import Trainer, plan_units, train_paper
 from mtfl_fixture import write_tiny_mtfl
 
@@ -71,12 +72,9 @@ def test_two_replicas_give_the_same_loss_and_update_as_one_device(records, tmp_p
         images, targets = next(iter(trainer.dataset("train", 8, training=False)))
         ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
         iterator = iter(strategy.experimental_distribute_dataset(ds))
-        from kerasface.train import make_optimizer
-
         with strategy.scope():
-            optimizer = make_optimizer(trainer.unit.model.stages[0], 10)
-            optimizer.build(trainer.model.trainable_variables)
-        step = trainer.make_train_step(trainer.model, optimizer, 8, [1.0] * len(trainer.model.trainable_variables))
+            optimizer = GroupedOptimizer(trainer.unit.model.stages[0], 10, trainer.model)
+        step = trainer.make_train_step(trainer.model, optimizer, 8)
         loss, per_task, correct = step(iterator)
         # validation after the update sees every image once whatever the replica count
         results.append((float(loss), {k: float(v) for k, v in per_task.items()},
@@ -98,13 +96,10 @@ def test_loss_falls_on_a_small_batch(records, tmp_path):
     trainer, _ = make_trainer(records, tmp_path, strategy)
     images, targets = next(iter(trainer.dataset("train", 8, training=False)))
     iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, targets)).repeat()))
-    from kerasface.train import make_optimizer
-
     stage = dataclasses.replace(trainer.unit.model.stages[0], optimizer="adam", lr=1e-2)
     with strategy.scope():
-        optimizer = make_optimizer(stage, 100)
-        optimizer.build(trainer.model.trainable_variables)
-    step = trainer.make_train_step(trainer.model, optimizer, 8, [1.0] * len(trainer.model.trainable_variables))
+        optimizer = GroupedOptimizer(stage, 100, trainer.model)
+    step = trainer.make_train_step(trainer.model, optimizer, 8)
     losses = [float(step(iterator)[0]) for _ in range(100)]
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
@@ -131,40 +126,55 @@ def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs(records, t
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_frozen_layers_do_not_change_and_multipliers_scale_updates(records, tmp_path):
+def test_frozen_layers_and_zero_multipliers_do_not_change(records, tmp_path):
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     trainer, paper = make_trainer(records, tmp_path, strategy)
-    stage = StageConfig(trainable="head_*,fc1", optimizer="sgd", momentum=0.0, lr=0.1, batch_size=8, steps=1,
-                        lr_multipliers=(("fc1", 0.0),))
-    from kerasface.train import lr_multipliers, make_optimizer, set_trainable
-
+    stage = StageConfig(trainable="head_*,features", optimizer="sgd", momentum=0.0, lr=0.1, batch_size=8, steps=1,
+                        lr_multipliers=(("features", 0.0),))
     set_trainable(trainer.model, stage.trainable)
-    frozen_before = {l.name: [w.numpy() for w in l.weights] for l in trainer.model.layers if l.weights and not l.trainable}
-    fc_before = [w.numpy() for w in trainer.model.get_layer("fc1").weights] if "fc1" in [l.name for l in trainer.model.layers] else None
+    before = {l.name: [w.numpy() for w in l.weights] for l in trainer.model.layers if l.weights}
+    assert {n for n in before if not trainer.model.get_layer(n).trainable} == {"conv1", "conv2", "conv3", "conv4"}
     images, targets = next(iter(trainer.dataset("train", 8, training=False)))
     iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, targets)).repeat()))
     with strategy.scope():
-        optimizer = make_optimizer(stage, 1)
-        optimizer.build(trainer.model.trainable_variables)
-    step = trainer.make_train_step(trainer.model, optimizer, 8, lr_multipliers(trainer.model, stage))
-    step(iterator)
-    assert frozen_before
-    for name, weights in frozen_before.items():
-        for before, after in zip(weights, trainer.model.get_layer(name).weights):
-            np.testing.assert_array_equal(before, after.numpy())
-    if fc_before is not None:
-        for before, after in zip(fc_before, trainer.model.get_layer("fc1").weights):
-            np.testing.assert_array_equal(before, after.numpy())
-    head = trainer.model.get_layer("head_smile")
-    assert head.trainable
+        optimizer = GroupedOptimizer(stage, 1, trainer.model)
+    trainer.make_train_step(trainer.model, optimizer, 8)(iterator)
+    for name in ("conv1", "conv2", "conv3", "conv4", "features"):  # frozen, and multiplier 0
+        for old, new in zip(before[name], trainer.model.get_layer(name).weights):
+            np.testing.assert_array_equal(old, new.numpy())
+    assert not np.array_equal(before["head_smile"][0], trainer.model.get_layer("head_smile").kernel.numpy())
     with pytest.raises(ValueError, match="matches no layer"):
         set_trainable(trainer.model, "nothing_like_this*")
 
 
-def test_trainable_rules_select_layers_by_name_or_depth():
-    from kerasface.train import set_trainable
+@pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 0.1), ("adam", 0.0), ("rmsprop", 0.0)])
+def test_lr_multipliers_scale_the_update_under_every_optimizer(optimizer, weight_decay):
+    # Scaling the gradient (the old way) is undone by Adam/RMSprop and misses SGD's weight decay.
+    def one_step(multipliers):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        outputs = {"y": keras.layers.Dense(3, name="head_y")(keras.layers.Dense(5, name="body")(inputs))}
+        model = keras.Model(inputs, outputs)
+        stage = StageConfig(optimizer=optimizer, lr=0.01, momentum=0.9, weight_decay=weight_decay, steps=1,
+                            lr_multipliers=multipliers)
+        grouped = GroupedOptimizer(stage, 1, model)
+        before = [v.numpy() for v in model.trainable_variables]
+        x = tf.constant(np.random.default_rng(1).normal(size=(8, 4)), tf.float32)
+        with tf.GradientTape() as tape:
+            scaled = grouped.scale_losses(tf.reduce_sum(tf.square(model(x)["y"] - 1.0)))
+        grouped.apply(tape, scaled, model.trainable_variables)
+        return {v.path: v.numpy() - b for v, b in zip(model.trainable_variables, before)}
 
+    plain, scaled = one_step(()), one_step((("body", 0.1),))
+    assert set(plain) == set(scaled)
+    for path in plain:
+        factor = 0.1 if path.startswith("body") else 1.0
+        np.testing.assert_allclose(scaled[path], factor * plain[path], rtol=1e-4, atol=1e-9, err_msg=path)
+        assert np.abs(plain[path]).max() > 0
+
+
+def test_trainable_rules_select_layers_by_name_or_depth():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(2, 3, name="conv_a")(inputs)
     x = keras.layers.Conv2D(2, 3, name="conv_b")(x)
@@ -298,7 +308,7 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_writes_the_run_folder(
 def test_plan_units_and_selection_errors():
     from kerasface.papers import PAPERS
 
-    cfg = PAPERS.get("canal_mtfl")()
+    cfg = PAPERS.get("canal_mtfl").config()
     units = plan_units(cfg)
     assert len(units) == 2 * (4 * 2 + 1)
     names = {u.name for u in plan_units(cfg, models=["tcdcn_single"], attributes=["smile"])}

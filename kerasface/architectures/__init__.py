@@ -15,4 +15,13 @@ from kerasface.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
 
+
+def build_model(model):
+    """The keras.Model of a `ModelConfig`: its architecture with one head per task."""
+    kwargs = dict(model.arch_kwargs)
+    if model.weights:
+        kwargs["weights"] = model.weights
+    shape = (*model.input_hw, model.channels)
+    return ARCHITECTURES.get(model.arch)(shape, {task.name: task.num_classes for task in model.tasks}, **kwargs)
+
 from kerasface.architectures import cascade_cnn, inception, tcdcn  # noqa: E402,F401  (registration)

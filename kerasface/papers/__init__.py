@@ -1,7 +1,51 @@
-"""Paper recipes: one file per paper, each registering `fn(demo: bool) -> PaperConfig`."""
+"""Paper recipes: one file per paper, each registering a `Recipe`: the paper's settings and its
+named variants (`--paper KEY:VARIANT`, e.g. `canal_mtfl:cpu`, `canal_mtfl:demo`)."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from kerasface.config import PaperConfig
 from kerasface.registry import Registry
 
-PAPERS: Registry = Registry("paper")
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    build: Callable[[], PaperConfig]  # the paper's own settings
+    # variant name -> (one-line description, function of the paper's config)
+    variants: dict[str, tuple[str, Callable[[PaperConfig], PaperConfig]]] = field(default_factory=dict)
+
+    def config(self, variant: str = "") -> PaperConfig:
+        cfg = self.build()
+        if not variant:
+            return cfg
+        if variant not in self.variants:
+            known = ", ".join(self.variants) or "(none)"
+            raise KeyError(f"unknown variant {self.name}:{variant}; {self.name} has: {known}")
+        return replace(self.variants[variant][1](cfg), variant=variant)
+
+
+PAPERS: Registry[Recipe] = Registry("paper")
+
+
+def register_paper(name: str, variants: dict | None = None):
+    """Decorator for a recipe's config factory: `@register_paper("key", variants={...})`."""
+
+    def add(build: Callable[[], PaperConfig]):
+        PAPERS.register(name)(Recipe(name, build, dict(variants or {})))
+        return build
+
+    return add
+
+
+def paper_config(spec: str, demo: bool = False) -> PaperConfig:
+    """The config `--paper KEY[:VARIANT]` names; `--demo` is the same as the variant `demo`."""
+    name, _, variant = spec.partition(":")
+    if demo and variant and variant != "demo":
+        raise KeyError(f"--demo picks the variant {name}:demo; it cannot be combined with {spec!r}")
+    return PAPERS.get(name).config(variant or ("demo" if demo else ""))
+
 
 from kerasface.papers import canal_mtfl  # noqa: E402,F401  (registration)

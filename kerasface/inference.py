@@ -1,0 +1,48 @@
+"""Running a trained model over a split: the compiled inference function that validation,
+evaluation and the trainer share, and where a run folder finds its TFRecords."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def inference_fn(model):
+    """`model` in inference mode as one compiled function that runs on the calling device.
+
+    Not `predict_on_batch`: a model built under a MirroredStrategy scope runs the whole batch on every
+    replica there and returns the copies concatenated (2N rows for N images on two GPUs).
+    """
+    import tensorflow as tf
+
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+
+def predict_split(forward, data, records, input_size, channels, task_names, split, batch_size=128):
+    """Outputs of `forward` (see `inference_fn`) and targets over a whole split, as NumPy arrays."""
+    from kerasface.data.pipeline import build_dataset
+
+    outputs, targets = {}, {}
+    ds = build_dataset(data, split, image_size=input_size, channels=channels, batch_size=batch_size,
+                       training=False, folder=records)
+    for images, target in ds:
+        out = forward(images)
+        for name in task_names:
+            outputs.setdefault(name, []).append(np.asarray(out[name], np.float32))
+        for name, value in target.items():
+            targets.setdefault(name, []).append(value.numpy())
+    return {k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in targets.items()}
+
+
+def records_folder(unit_dir: str | os.PathLike, recorded: str) -> Path:
+    """The TFRecords folder a unit.json names: absolute as written by the trainer; an older relative
+    entry is tried against the unit folder, its run folder and the working directory."""
+    path = Path(recorded)
+    candidates = [path] if path.is_absolute() else [Path(unit_dir) / path, Path(unit_dir).parents[1] / path, path]
+    for candidate in candidates:
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"{Path(unit_dir) / 'unit.json'}: its TFRecords folder {recorded!r} was not found "
+                            f"(looked in {', '.join(str(c) for c in candidates)})")

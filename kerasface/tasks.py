@@ -1,0 +1,290 @@
+"""Head kinds: what an output of a model means, from its loss to what `predict` prints.
+
+Every task of a model config names a kind (`TaskConfig.kind`); the trainer, the evaluation, the
+exporters and predict ask the kind instead of testing names, so a new kind is one class here:
+
+  classification  softmax logits over `num_classes`; `loss` = "softmax" (cross-entropy) or "svm"
+                  (BKNet's squared-hinge multi-class SVM); label: a class index (-1 = unlabelled)
+  multilabel      `num_classes` independent binary attributes in one sigmoid head (CelebA's 40);
+                  label: a vector of 0/1, -1 where unknown
+  regression      `num_classes` real values (age; wang_joint's attribute scores), squared error;
+                  label: a float vector, NaN where unknown (a 0/1 multilabel label is read as floats)
+  landmarks       the five points as 10 fractions of the input width/height, TCDCN's squared error
+  embedding       an identity softmax trained like classification, whose normalised penultimate
+                  features ("features" layer) are what gets exported and compared (verification)
+
+Each kind owns: its masked TF loss, averaged over the GLOBAL batch (the same function computes the
+validation loss), its batch accuracy for the progress bar, its validation score (higher is better),
+its report for metrics.json, its export post-processing and how predict reads the exported output.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from kerasface.registry import Registry
+
+#: a confusion matrix is written only for tasks with at most this many classes
+MAX_CONFUSION_CLASSES = 50
+
+
+class HeadKind:
+    """Base class; subclasses fill in the behaviour of one kind of output."""
+
+    name = ""
+    label_types: tuple[str, ...] = ()  # TFRecord label types this kind trains on (kerasface.data.tfrecord)
+    losses: tuple[str, ...] = ("default",)
+    counts_in_score = True  # part of the unit's validation score (landmarks only when alone)
+
+    # ---- training (TensorFlow)
+    def loss(self, task, target, output, global_batch):
+        raise NotImplementedError
+
+    def batch_accuracy(self, task, target, output, global_batch):
+        """A number for the progress bar, summed over replicas (None: nothing to show)."""
+        return None
+
+    # ---- evaluation (NumPy)
+    def score(self, task, output: np.ndarray, target: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def report(self, task, output: np.ndarray, target: np.ndarray, labels: Sequence[str],
+               input_size: Sequence[int]) -> dict:
+        raise NotImplementedError
+
+    # ---- export and predict
+    def summary(self, report: dict) -> str:
+        """The report's headline for a results table cell."""
+        return f"{100 * report['accuracy']:.1f}%"
+
+    def detail(self, report: dict) -> str:
+        return ""
+
+    def export(self, output, features=None):
+        """The exported tensor for this head (TensorFlow)."""
+        return output
+
+    def meaning(self, labels: Sequence[str]) -> str:
+        return ""
+
+    def label_names(self, task, names: Sequence[str]) -> list[str]:
+        """The names of the outputs (class names, attribute names, value names) for unit.json."""
+        return [str(n) for n in names]
+
+    def read(self, values: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+        """One face's exported output -> the JSON-safe fields predict reports."""
+        return {"values": [float(v) for v in np.ravel(values)]}
+
+
+HEAD_KINDS: Registry[HeadKind] = Registry("head kind")
+
+
+def head_kind(name: str) -> HeadKind:
+    return HEAD_KINDS.get(name)
+
+
+def _register(cls):
+    HEAD_KINDS.register(cls.name)(cls())
+    return cls
+
+
+def _accuracy(output: np.ndarray, target: np.ndarray) -> float:
+    keep = target >= 0
+    return float(np.mean(output[keep].argmax(-1) == target[keep])) if keep.any() else 0.0
+
+
+@_register
+class Classification(HeadKind):
+    name = "classification"
+    label_types = ("class", "identity")
+    losses = ("softmax", "svm")
+
+    def loss(self, task, target, output, global_batch):
+        from kerasface.losses import masked_softmax_cross_entropy, masked_squared_hinge
+
+        fn = masked_squared_hinge if task.loss == "svm" else masked_softmax_cross_entropy
+        return fn(target, output, global_batch)
+
+    def batch_accuracy(self, task, target, output, global_batch):
+        import tensorflow as tf
+
+        hit = (tf.argmax(output, -1, output_type=tf.int32) == target) & (target >= 0)
+        return tf.reduce_sum(tf.cast(hit, tf.float32)) / global_batch
+
+    def score(self, task, output, target):
+        return _accuracy(output, target)
+
+    def report(self, task, output, target, labels, input_size):
+        from kerasface.metrics import classification_report, topk_report
+
+        if task.num_classes > MAX_CONFUSION_CLASSES:
+            return topk_report(target, output, ks=(1, 5))
+        return classification_report(target, output.argmax(-1), labels)
+
+    def detail(self, report):
+        if "recall" not in report:
+            return " / ".join(f"{k} {100 * v:.1f}%" for k, v in report.items() if k.startswith("top"))
+        return "recall " + " / ".join(f"{k} {100 * v:.1f}" for k, v in report["recall"].items())
+
+    def export(self, output, features=None):
+        import tensorflow as tf
+
+        return tf.nn.softmax(output, axis=-1)  # SVM scores too: one ordering, values in [0, 1]
+
+    def meaning(self, labels):
+        return "softmax probabilities, in the order of labels"
+
+    def read(self, values, labels):
+        probs = np.asarray(values, np.float64).ravel()
+        best = int(probs.argmax())
+        return {"label": str(labels[best]) if best < len(labels) else str(best),
+                "score": float(probs[best]),
+                "probabilities": {str(k): float(p) for k, p in zip(labels, probs)}}
+
+
+@_register
+class Multilabel(HeadKind):
+    name = "multilabel"
+    label_types = ("multilabel",)
+
+    def loss(self, task, target, output, global_batch):
+        from kerasface.losses import masked_sigmoid_cross_entropy
+
+        return masked_sigmoid_cross_entropy(target, output, global_batch)
+
+    def batch_accuracy(self, task, target, output, global_batch):
+        import tensorflow as tf
+
+        known = tf.cast(target >= 0, tf.float32)
+        hit = tf.cast(tf.cast(output > 0, tf.int32) == target, tf.float32) * known
+        per_example = tf.reduce_sum(hit, -1) / tf.maximum(tf.reduce_sum(known, -1), 1.0)
+        return tf.reduce_sum(per_example) / global_batch
+
+    def score(self, task, output, target):
+        return self.report(task, output, target, (), ())["mean_accuracy"]
+
+    def report(self, task, output, target, labels, input_size):
+        from kerasface.metrics import multilabel_report
+
+        names = list(labels) or [str(i) for i in range(output.shape[-1])]
+        return multilabel_report(target, output > 0, names)
+
+    def summary(self, report):
+        return f"mean {100 * report['mean_accuracy']:.1f}%"
+
+    def detail(self, report):
+        worst = sorted(report["per_attribute"].items(), key=lambda kv: kv[1])[:3]
+        return "lowest " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst)
+
+    def export(self, output, features=None):
+        import tensorflow as tf
+
+        return tf.sigmoid(output)
+
+    def meaning(self, labels):
+        return "one sigmoid probability per attribute, in the order of labels"
+
+    def read(self, values, labels):
+        probs = np.asarray(values, np.float64).ravel()
+        return {"probabilities": {str(k): float(p) for k, p in zip(labels, probs)},
+                "present": [str(k) for k, p in zip(labels, probs) if p >= 0.5]}
+
+
+@_register
+class Regression(HeadKind):
+    name = "regression"
+    label_types = ("value", "multilabel")
+
+    def loss(self, task, target, output, global_batch):
+        from kerasface.losses import masked_squared_error
+
+        return masked_squared_error(target, output, global_batch)
+
+    def score(self, task, output, target):
+        return -self.report(task, output, target, (), ())["mae"]
+
+    def report(self, task, output, target, labels, input_size):
+        from kerasface.metrics import regression_report
+
+        names = list(labels) or [str(i) for i in range(output.shape[-1])]
+        return regression_report(target, output, names)
+
+    def summary(self, report):
+        return f"MAE {report['mae']:.3g}"
+
+    def detail(self, report):
+        return f"RMSE {report['rmse']:.3g}"
+
+    def meaning(self, labels):
+        return "one real value per name in labels"
+
+    def read(self, values, labels):
+        vals = np.asarray(values, np.float64).ravel()
+        return {"values": {str(k): float(v) for k, v in zip(labels, vals)}}
+
+
+@_register
+class Landmarks(HeadKind):
+    name = "landmarks"
+    label_types = ("landmarks",)
+    counts_in_score = False
+
+    def loss(self, task, target, output, global_batch):
+        from kerasface.losses import landmark_loss
+
+        return landmark_loss(target, output, global_batch)
+
+    def score(self, task, output, target):
+        from kerasface.metrics import landmark_report
+
+        return -landmark_report(target, output, 1.0, 1.0)["nme"]
+
+    def report(self, task, output, target, labels, input_size):
+        from kerasface.metrics import landmark_report
+
+        return landmark_report(target, output, input_size[1], input_size[0])
+
+    def summary(self, report):
+        return f"NME {100 * report['nme']:.2f}%"
+
+    def meaning(self, labels):
+        return "x1, y1, ..., x5, y5 in pixels of the input crop"
+
+    def label_names(self, task, names):
+        from kerasface.faces.align import LANDMARK_NAMES
+
+        return list(LANDMARK_NAMES)
+
+
+@_register
+class Embedding(Classification):
+    """Trained as an identity softmax; exported as the L2-normalised "features" vector."""
+
+    name = "embedding"
+    losses = ("softmax",)
+
+    def export(self, output, features=None):
+        import tensorflow as tf
+
+        if features is None:
+            raise ValueError("an embedding head exports the model's 'features' layer, which is missing")
+        return tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
+
+    def meaning(self, labels):
+        return "L2-normalised face embedding (compare with the dot product = cosine similarity)"
+
+    def read(self, values, labels):
+        return {"embedding": [float(v) for v in np.ravel(values)]}
+
+
+def validate_task(task, where: str) -> None:
+    """A config error naming the field, before any training starts."""
+    kind = HEAD_KINDS.get(task.kind) if task.kind in HEAD_KINDS else None
+    if kind is None:
+        raise ValueError(f"{where}.kind: unknown head kind {task.kind!r}; known: {', '.join(HEAD_KINDS.names())}")
+    if task.loss and task.loss not in kind.losses:
+        raise ValueError(f"{where}.loss: {task.kind} takes loss {' or '.join(kind.losses)}, got {task.loss!r}")
+    if task.num_classes < 1:
+        raise ValueError(f"{where}.num_classes: expected a positive number of outputs, got {task.num_classes}")

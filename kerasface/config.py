@@ -31,6 +31,17 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """One dataset of a training stream that mixes several (BKNet: GENKI-4K, FER2013, a gender set)."""
+
+    dataset: str
+    root: str = ""  # raw dataset folder; empty -> the dataset's environment variable
+    crop: str = ""  # crop applied at conversion; empty -> the unit's crop
+    tasks: tuple[str, ...] = ()  # the labels it gives the model; empty -> all of its labels
+    weight: float = 1.0  # sampling weight when DataConfig.mixing == "weights"
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "mtfl"
     root: str = ""  # raw dataset folder; empty -> the dataset's environment variable
@@ -40,8 +51,14 @@ class DataConfig:
     split_seed: int = 0
     num_shards: int = 4  # shards per split written by the converter
     shuffle_buffer: int = 4096
-    cache: bool = True  # keep decoded, resized images in memory (MTFL fits easily)
+    cache: bool = True  # keep decoded, resized images in memory, when they fit cache_budget_mb
+    cache_budget_mb: int = 4096  # CASIA-WebFace at 112x96 is ~60 GB decoded: read from disk instead
     deterministic: bool = False
+    # Several sources in one stream; empty -> the one source `dataset` / `root` above.
+    sources: tuple[SourceConfig, ...] = ()
+    mixing: str = "balance"  # balance (each source equally often), weights, size
+    folds: int = 0  # k > 1: k-fold cross-validation over train+val; `fold` is the held-out one
+    fold: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -237,6 +254,11 @@ def write_config(cfg: Any, folder: str | os.PathLike, name: str = "config.json")
     return path
 
 
+def data_sources(data: DataConfig) -> tuple[SourceConfig, ...]:
+    """The sources of a data config; without `sources`, its own dataset is the one source."""
+    return data.sources or (SourceConfig(data.dataset, data.root),)
+
+
 def target_key(task: TaskConfig) -> str:
     """The key of the pipeline's targets dict that `task` learns from."""
     return task.label or task.name
@@ -274,5 +296,5 @@ def validate(cfg: PaperConfig) -> PaperConfig:
 
 def read_config(path: str | os.PathLike) -> Any:
     payload = json.loads(Path(path).read_text())
-    kinds = {c.__name__: c for c in (PaperConfig, ModelConfig, DataConfig, StageConfig, TaskConfig)}
+    kinds = {c.__name__: c for c in (PaperConfig, ModelConfig, DataConfig, StageConfig, TaskConfig, SourceConfig)}
     return from_dict(kinds[payload["kind"]], payload["config"])

@@ -33,9 +33,23 @@ def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size) ->
     return reports
 
 
-def evaluation_splits(manifest: dict) -> list[str]:
-    """Every split of the conversion but the training one, in the manifest's order (val first)."""
-    return [name for name in manifest["splits"] if name != "train"]
+def evaluation_splits(sources: list[dict]) -> list[str]:
+    """Every split but the training one, in the manifests' order (val first); with several data
+    sources, each source's splits on their own ("fer2013/test")."""
+    names = []
+    for source in sources:
+        splits = [n for n in read_manifest(source["folder"])["splits"] if n != "train"]
+        names += splits if len(sources) == 1 else [f"{source['name']}/{n}" for n in splits]
+    return names
+
+
+def unit_sources(unit_dir: Path, record: dict) -> list:
+    """The unit's data sources (unit.json "sources"; older runs: the one "records" folder)."""
+    from kerasface.data.pipeline import Source
+
+    entries = record.get("sources") or [{"name": "data", "folder": record["records"]}]
+    return [Source(e["name"], records_folder(unit_dir, e["folder"]), e.get("weight", 1.0), tuple(e.get("tasks", ())))
+            for e in entries]
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -101,19 +115,19 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig) -> dict:
     unit_dir = Path(unit_dir)
     record = json.loads((unit_dir / "unit.json").read_text())
     names = [t["name"] for t in record["tasks"]]
-    records = records_folder(unit_dir, record["records"])
-    splits = evaluation_splits(read_manifest(records))
+    sources = unit_sources(unit_dir, record)
+    splits = evaluation_splits([{"name": s.name, "folder": s.folder} for s in sources])
     for split in splits:
-        outputs, targets = predict_split(forward, cfg.data, records, record["input_size"], record["channels"],
+        outputs, targets = predict_split(forward, cfg.data, sources, record["input_size"], record["channels"],
                                          names, split)
         reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
         record[f"{split}_metrics"] = reports
         record[split] = {k: (v["accuracy"] if "accuracy" in v else -v["nme"] if "nme" in v else -v["mae"])
                          for k, v in reports.items()}
-        if split == splits[-1]:
+        if split.rpartition("/")[2] == "test" or split == splits[-1]:
             for name, report in reports.items():
                 if "confusion" in report:
-                    plot_confusion(report, f"{record['unit']} — {name} ({split})", unit_dir / f"confusion_{name}.png")
+                    plot_confusion(report, f"{record['unit']} — {name} ({split})", unit_dir / f"confusion_{split.rpartition('/')[0] + '_' if '/' in split else ''}{name}.png")
     record["evaluated"] = splits
     plot_history(record.get("history", []), unit_dir / "curves.png")
     write_json(unit_dir / "unit.json", record)

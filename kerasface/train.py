@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from kerasface.architectures import build_model
 from kerasface.cli import run_command
-from kerasface.config import (ModelConfig, PaperConfig, StageConfig, apply_overrides, target_key, validate,
-                              write_config, write_json)
+from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources, target_key,
+                              validate, write_config, write_json)
 from kerasface.data import DATASETS
 from kerasface.data.convert import convert
-from kerasface.data.pipeline import build_dataset, read_manifest
+from kerasface.data.pipeline import Source, as_sources, build_dataset, epoch_records, read_manifest, union_labels
 from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
 from kerasface.inference import inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
@@ -46,6 +46,7 @@ from kerasface.tasks import head_kind
 
 AUX_LOSS_WEIGHT = 0.4  # TF-slim InceptionV3 auxiliary head
 DEMO_ROOT = Path("data") / "demo"
+DEMO_DONE = ".kerasface-demo-complete"  # written last: a half-rendered demo set is rendered again
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,9 @@ class Trainer:
         self.unit, self.paper, self.records, self.dir, self.strategy = unit, paper, records, unit_dir, strategy
         self.progress = progress
         self.tasks = unit.model.tasks
-        self.manifest = read_manifest(records)
-        self.train_records = self.manifest["splits"]["train"]["records"]
+        self.sources = as_sources(records)
+        self.label_names = {name: list(spec.names) for name, spec in union_labels(self.sources).items()}
+        self.train_records = epoch_records(paper.data, self.sources)
         with strategy.scope():
             self.model = build_model(unit.model)
             self.active = {t.name: tf.Variable(1.0, trainable=False, name=f"active_{t.name}") for t in self.tasks}
@@ -416,37 +418,56 @@ class Trainer:
 # ----------------------------------------------------------------------------- data preparation
 
 
-def ensure_records(paper: PaperConfig, crop: str, data_root: str | None, records_root: Path, demo: bool) -> Path:
-    """The converted shards for `crop`, converting the dataset (or rendering the demo set) if needed."""
+def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_root: str | None, records_root: Path,
+                   demo: bool) -> Path:
+    """The converted shards of one source at `crop`, converting the dataset (or rendering its demo
+    copy) if needed."""
+    crop = source.crop or crop
     prefix = "demo-" if demo else ""
-    folder = Path(paper.data.tfrecords) / crop if paper.data.tfrecords else records_root / f"{prefix}{paper.data.dataset}-{crop}"
+    folder = (Path(paper.data.tfrecords) / crop if paper.data.tfrecords and len(data_sources(paper.data)) == 1
+              else records_root / f"{prefix}{source.dataset}-{crop}")
     try:
         read_manifest(folder)
         return folder
     except FileNotFoundError:
         pass
+    spec = DATASETS.get(source.dataset)
+    root = source.root or data_root
     if demo:
-        from kerasface.data.synthetic import write_demo_mtfl
-
-        data_root = str(DEMO_ROOT / paper.data.dataset)
-        if not (Path(data_root) / "training.txt").exists():
-            print(f"rendering the synthetic demo dataset (not real faces) into {data_root}", file=sys.stderr)
-            write_demo_mtfl(data_root, num_train=2000, num_test=400, seed=paper.seed)
-    print(f"converting {paper.data.dataset} ({crop}) into {folder}", file=sys.stderr)
-    convert(paper.data.dataset, data_root, folder, crop=crop, val_fraction=paper.data.val_fraction,
+        if spec.write_demo is None:
+            raise FileNotFoundError(f"dataset {source.dataset} has no demo copy; point --data at the real one")
+        root = str(DEMO_ROOT / source.dataset)
+        if not (Path(root) / DEMO_DONE).exists():
+            print(f"rendering the synthetic {source.dataset} demo dataset (not real faces) into {root}", file=sys.stderr)
+            spec.write_demo(Path(root), paper.seed)
+            (Path(root) / DEMO_DONE).write_text("complete\n")
+    print(f"converting {source.dataset} ({crop}) into {folder}", file=sys.stderr)
+    convert(source.dataset, root, folder, crop=crop, val_fraction=paper.data.val_fraction,
             seed=paper.data.split_seed, shards=paper.data.num_shards)
     return folder
+
+
+def unit_sources(paper: PaperConfig, crop: str, data_root: str | None, records_root: Path) -> list[Source]:
+    """The converted sources one unit trains on (converted on first use)."""
+    sources = []
+    for source in data_sources(paper.data):
+        folder = ensure_records(paper, source, crop, data_root, records_root, paper.demo)
+        sources.append(Source(source.dataset, folder.resolve(), source.weight, source.tasks))
+    return sources
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def unit_record(unit: Unit, records: Path, labels: dict) -> dict:
+def unit_record(unit: Unit, sources: list[Source], labels: dict) -> dict:
     m = unit.model
     return {
         "unit": unit.name, "model_key": unit.model_key, "arch": m.arch, "crop": unit.crop,
         "attribute": unit.attribute, "input_size": list(m.input_hw), "channels": m.channels,
-        "records": str(Path(records).resolve()),  # absolute: the run folder works from any directory
+        # absolute paths: the run folder works from any directory; "records" is the first source's
+        "records": str(sources[0].folder),
+        "sources": [{"name": s.name, "folder": str(s.folder), "weight": s.weight, "tasks": list(s.tasks)}
+                    for s in sources],
         "tasks": [{"name": t.name, "kind": t.kind,
                    "labels": head_kind(t.kind).label_names(t, labels.get(target_key(t), []))} for t in m.tasks],
     }
@@ -467,7 +488,7 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)  # its class prints as CollectiveAllReduceStrategy
     name = ("MultiWorkerMirroredStrategy, " + ("chief" if chief else "not chief")) if multi_worker else type(strategy).__name__
     print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {name})", file=sys.stderr)
-    records = {crop: ensure_records(cfg, crop, data_root, records_root, cfg.demo) for crop in {u.crop for u in units}}
+    records = {crop: unit_sources(cfg, crop, data_root, records_root) for crop in {u.crop for u in units}}
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for number, unit in enumerate(units, start=1):
@@ -490,14 +511,12 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         unit_dir.mkdir(parents=True, exist_ok=True)
         model = trainer.run()
         model.save(unit_dir / "model.keras")
-        record = unit_record(unit, records[unit.crop], trainer.manifest["attributes"])
+        record = unit_record(unit, records[unit.crop], trainer.label_names)
         record["train_seconds"] = round(time.perf_counter() - started, 1)
         record["history"] = trainer.history
         write_json(unit_dir / "unit.json", record)
         # the validation function serves here too: it already holds the best weights, no new trace
         evaluate_unit(trainer.forward, unit_dir, cfg)  # on workers too: it marks the unit done for a rerun
-        if chief:
-            model.export(str(unit_dir / "saved_model"), verbose=False)
     write_json(run_dir / "skipped.json", skipped)
     return write_reports(run_dir) if chief else {}
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import kerasface.data.convert as convert_module
 from kerasface.data.convert import convert, main
+from kerasface.data.mtfl import LABELS
 from kerasface.data.tfrecord import feature_spec
 from kerasface.faces.crops import apply_crop
 from mtfl_fixture import write_tiny_mtfl
@@ -43,7 +44,8 @@ def test_round_trip_returns_same_images_landmarks_and_labels(tmp_path, crop):
         np.testing.assert_array_equal(got_image, expected_image)
         np.testing.assert_allclose(got_points, expected_points, atol=1e-4)
         assert got_labels == [v - 1 for v in labels]
-    assert manifest["schema_version"] == 1 and manifest["skipped"] == []
+    assert manifest["schema_version"] == 2 and manifest["skipped"] == []
+    assert manifest["labels"]["pose"] == {"type": "class", "names": list(LABELS["pose"])}
     assert {k: v["records"] for k, v in manifest["splits"].items()} == {"train": 8, "val": 2, "test": 4}
     test_counts = manifest["splits"]["test"]["labels"]["smile"]
     assert sum(test_counts.values()) == 4 and set(test_counts) == {"smiling", "not_smiling"}

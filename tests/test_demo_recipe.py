@@ -33,13 +33,13 @@ def test_demo_multitask_tcdcn_reaches_90_percent_smile(demo_dir):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = train_demo(tmp_path, "--model", "tcdcn_multitask", "--run-dir", "run")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "rendering the synthetic demo dataset (not real faces)" in done.stderr
+    assert "rendering the synthetic mtfl demo dataset (not real faces)" in done.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     test = metrics["models"]["tcdcn_multitask-nose_centred_150-all"]["test"]
     assert test["smile"]["accuracy"] >= 0.90, test["smile"]
     assert test["smile"]["count"] == 400
     assert test["landmarks"]["nme"] < 0.35
-    assert (tmp_path / "run" / "models" / "tcdcn_multitask-nose_centred_150-all" / "saved_model" / "saved_model.pb").exists()
+    assert (tmp_path / "run" / "models" / "tcdcn_multitask-nose_centred_150-all" / "model.keras").exists()
     assert "Demo run on synthetic faces" in (tmp_path / "run" / "results.md").read_text()
 
     # full-integer TFLite keeps every attribute within 2 points of Keras on the demo test split

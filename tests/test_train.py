@@ -299,8 +299,8 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_writes_the_run_folder(
     # synchronous training: both workers end with the same weights, optimizer slots and step
     assert_same_checkpoint(final_weights(chief), final_weights(worker), rtol=1e-6, atol=1e-7)
     unit = "tcdcn_multitask-nose_centred_150-all"
-    assert (chief / "metrics.json").exists() and (chief / "models" / unit / "saved_model").is_dir()
-    assert not (worker / "metrics.json").exists() and not (worker / "models" / unit / "saved_model").exists()
+    assert (chief / "metrics.json").exists() and (chief / "results.md").exists()
+    assert not (worker / "metrics.json").exists() and not (worker / "results.md").exists()
     steps = [h["step"] for h in json.loads((chief / "models" / unit / "history.json").read_text())]
     assert steps == [6, 12, 18, 24]
 

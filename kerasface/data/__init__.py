@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,7 +19,9 @@ from kerasface.registry import Registry
 class FaceAnnotation:
     path: str  # image path relative to the dataset root, forward slashes
     landmarks: np.ndarray  # (5, 2) float32 (x, y) pixels; NaN when the dataset has none
-    labels: dict[str, int]  # attribute -> 0-based class index
+    # label name -> 0-based class or identity index (int), 0/1/-1 per attribute (tuple of ints),
+    # or real values (tuple of floats), as the dataset's LabelSpec says
+    labels: dict[str, Any]
     line: int = 0  # 1-based line in the list file, for error messages
 
 
@@ -27,12 +29,20 @@ class FaceAnnotation:
 class DatasetSpec:
     name: str
     env_var: str
-    labels: dict[str, tuple[str, ...]]
+    labels: dict[str, Any]  # label name -> LabelSpec, or a tuple of class names
     resolve_root: Callable[[str | None], Path]
     read_splits: Callable[[Path, float, int], dict[str, list[FaceAnnotation]]]
     source_files: Callable[[Path], list[Path]]
     # Horizontal flip swaps some classes (head pose left <-> right): class index permutations.
     flip_permutations: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # write_demo(root, seed): renders a synthetic copy in the dataset's own format (--demo)
+    write_demo: Callable[[Path, int], None] | None = None
+
+    @property
+    def label_specs(self) -> dict:
+        from kerasface.data.tfrecord import label_spec
+
+        return {name: label_spec(value) for name, value in self.labels.items()}
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

@@ -114,7 +114,7 @@ def convert(
     from tqdm import tqdm
 
     from kerasface.config import write_json
-    from kerasface.data.tfrecord import MANIFEST, SCHEMA_VERSION, ShardedWriter, make_example, sha256_file
+    from kerasface.data.tfrecord import MANIFEST, SCHEMA_VERSION, ShardedWriter, fold_ranks, make_example, sha256_file
 
     spec = DATASETS.get(dataset)
     scheme = CROPS.get(crop)
@@ -135,7 +135,13 @@ def convert(
     ]
     workers = workers or min(os.cpu_count() or 1, 8)
     writers = {split: ShardedWriter(out, split, max(1, min(shards, len(faces)))) for split, faces in splits.items()}
-    counts = {split: {name: dict.fromkeys(labels, 0) for name, labels in spec.labels.items()} for split in splits}
+    labels = spec.label_specs
+    classes = {name: label.names for name, label in labels.items() if label.type == "class"}
+    counts = {split: {name: dict.fromkeys(names, 0) for name, names in classes.items()} for split in splits}
+    # k-fold cross-validation re-divides train + val: each of those records carries a stratified rank
+    strata = next(iter(classes), None)
+    pool = [(split, i) for split in ("train", "val") if split in splits for i in range(len(splits[split]))]
+    ranks = dict(zip(pool, fold_ranks([splits[s][i] for s, i in pool], strata, seed)))
     skipped: list[dict] = []
     started = time.perf_counter()
     try:
@@ -150,11 +156,12 @@ def convert(
                 continue
             height, width, channels = item.shape
             writers[item.split].write(
-                make_example(item.encoded, image_format, height, width, channels, item.source, item.landmarks, item.labels)
+                make_example(item.encoded, image_format, height, width, channels, item.source, item.landmarks,
+                             item.labels, ranks.get((item.split, item.index)))
             )
             for name, value in item.labels.items():
-                if value >= 0:
-                    counts[item.split][name][spec.labels[name][value]] += 1
+                if name in classes and value >= 0:
+                    counts[item.split][name][classes[name][value]] += 1
         files = {split: [p.name for p in writer.close()] for split, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
@@ -168,9 +175,11 @@ def convert(
         "image_size": list(scheme.size) if scheme.size else None,
         "channels": 1 if scheme.grayscale else 3,
         "image_format": image_format,
-        "attributes": {name: list(labels) for name, labels in spec.labels.items()},
+        "attributes": {name: list(names) for name, names in classes.items()},  # schema v1 readers
+        "labels": {name: label.to_json() for name, label in labels.items()},
         "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
         "val_fraction": val_fraction,
+        "fold_rank": {"splits": ["train", "val"], "stratified_by": strata},
         "seed": seed,
         "splits": {
             split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}

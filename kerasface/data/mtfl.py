@@ -104,5 +104,12 @@ DATASETS.register("mtfl")(
         read_splits=read_splits,
         source_files=lambda root: [Path(root) / name for name in LIST_FILES.values()],
         flip_permutations={"pose": (4, 3, 2, 1, 0)},
+        write_demo=lambda root, seed: _write_demo(root, seed),
     )
 )
+
+
+def _write_demo(root: Path, seed: int) -> None:
+    from kerasface.data.synthetic import write_demo_mtfl
+
+    write_demo_mtfl(root, num_train=2000, num_test=400, seed=seed)

@@ -12,6 +12,7 @@ by training, evaluation and the exported serving graphs, so they all see identic
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,11 +20,7 @@ import tensorflow as tf
 
 from kerasface.config import DataConfig
 from kerasface.data.augment import augment_batch
-from kerasface.data.tfrecord import MANIFEST, feature_spec
-
-
-def records_dir(data: DataConfig, crop: str | None = None) -> Path:
-    return Path(data.tfrecords) if data.tfrecords else Path("tfrecords") / f"{data.dataset}-{crop or data.crop}"
+from kerasface.data.tfrecord import MANIFEST, LabelSpec, feature_spec, manifest_labels
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -62,46 +59,98 @@ def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> 
     return tf.ensure_shape(image, [size[0], size[1], channels])
 
 
-def parse_fn(attributes: Sequence[str], size: Sequence[int], channels: int):
-    spec = feature_spec(attributes)
+def parse_fn(labels: dict, size: Sequence[int], channels: int):
+    """Serialized Example -> (image, targets): one target per label (int32 class, identity and
+    multilabel; float32 value), and "landmarks" as (10,) fractions of the stored width/height."""
+    spec = feature_spec(labels)
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
         image = preprocess_image(ex["image/encoded"], size, channels)
         hw = tf.cast(tf.stack([ex["image/width"], ex["image/height"]]), tf.float32)
         landmarks = tf.reshape(tf.reshape(ex["face/landmarks"], [5, 2]) / hw, [10])
-        targets = {name: tf.cast(ex[f"label/{name}"], tf.int32) for name in attributes}
+        targets = {name: ex[f"label/{name}"] if spec_.type == "value" else tf.cast(ex[f"label/{name}"], tf.int32)
+                   for name, spec_ in labels.items()}
         targets["landmarks"] = landmarks
         return image, targets
 
     return parse
 
 
-def build_dataset(
-    data: DataConfig,
-    split: str,
-    *,
-    image_size: Sequence[int],
-    channels: int,
-    batch_size: int,
-    training: bool,
-    folder: str | Path | None = None,
-    input_context: tf.distribute.InputContext | None = None,
-    seed: int = 0,
-) -> tf.data.Dataset:
-    """Batches of (images, targets) for `split`; training adds shuffle, repeat and augmentation.
+@dataclass(frozen=True)
+class Source:
+    """One converted data source of a training stream."""
 
-    With `input_context` (from `strategy.distribute_datasets_from_function`) each input pipeline
-    reads its own subset of files (or of records, when there are fewer files than pipelines) and
-    `batch_size` is the per-replica batch.
-    """
-    folder = Path(folder) if folder else records_dir(data)
-    manifest = read_manifest(folder)
-    attributes = list(manifest["attributes"])
-    files = split_files(folder, split)
-    size = tuple(int(s) for s in image_size)
+    name: str
+    folder: Path
+    weight: float = 1.0  # sampling weight (DataConfig.mixing == "weights")
+    tasks: tuple[str, ...] = ()  # the labels it provides to the model; empty: all of its labels
+
+
+def as_sources(folder) -> list[Source]:
+    """A folder (one source) or a sequence of Sources."""
+    if isinstance(folder, (str, Path)):
+        return [Source(read_manifest(folder).get("dataset", "data"), Path(folder))]
+    return list(folder)
+
+
+def union_labels(sources: Sequence[Source]) -> dict[str, LabelSpec]:
+    """Every label any source provides; one name must mean the same label in every source."""
+    labels: dict[str, LabelSpec] = {}
+    for source in sources:
+        for name, spec in manifest_labels(read_manifest(source.folder)).items():
+            if name in labels and labels[name] != spec:
+                raise ValueError(f"label {name!r} differs between sources ({source.folder}: {spec}, "
+                                 f"elsewhere: {labels[name]}); rename one of them")
+            labels[name] = spec
+    return labels
+
+
+FOLD_SPLITS = ("train", "val")  # under k-fold, both are drawn from the pool below
+FOLD_POOL = ("train", "val")
+
+
+def stored_splits(source: Source, split: str, folds: int) -> list[str]:
+    """The converted splits that `split` reads from (k-fold: the whole train+val pool)."""
+    have = read_manifest(source.folder)["splits"]
+    names = [n for n in FOLD_POOL if n in have] if folds > 1 and split in FOLD_SPLITS else [split]
+    return [n for n in names if n in have]
+
+
+def split_of(split: str, sources: Sequence[Source], folds: int = 0) -> tuple[str, list[Source]]:
+    """"SOURCE/SPLIT" picks one source's split; a plain split name means every source that has it."""
+    name, _, rest = split.partition("/")
+    if rest:
+        chosen = [s for s in sources if s.name == name]
+        if not chosen:
+            raise KeyError(f"no data source {name!r}; sources: {', '.join(s.name for s in sources)}")
+        split, sources = rest, chosen
+    having = [s for s in sources if stored_splits(s, split, folds)]
+    if not having:
+        raise KeyError(f"no split {split!r} in {', '.join(str(s.folder) for s in sources)}")
+    return split, having
+
+
+def epoch_records(data: DataConfig, sources: Sequence[Source]) -> int:
+    """Records in one training epoch: "balance" sees every source as often as the largest one."""
+    counts = split_records(sources, "train", data.folds)
+    if data.folds > 1:
+        counts = [round(c * (data.folds - 1) / data.folds) for c in counts]
+    return max(counts) * len(counts) if data.mixing == "balance" else sum(counts)
+
+
+def split_records(sources: Sequence[Source], split: str, folds: int = 0) -> list[int]:
+    """Records per source that `split` reads (before any k-fold filter)."""
+    return [sum(read_manifest(s.folder)["splits"][n]["records"] for n in stored_splits(s, split, folds))
+            for s in sources]
+
+
+def _source_records(data: DataConfig, source: Source, split: str, training: bool, input_context, seed: int):
+    """The serialized records of one source's split (k-fold: filtered by each record's fold rank)."""
     autotune = tf.data.AUTOTUNE
-
+    manifest = read_manifest(source.folder)
+    use_folds = data.folds > 1 and split in FOLD_SPLITS
+    files = [f for n in stored_splits(source, split, data.folds) for f in split_files(source.folder, n)]
     ds = tf.data.Dataset.from_tensor_slices(files)
     shard_records = False
     if input_context and input_context.num_input_pipelines > 1:
@@ -115,15 +164,83 @@ def build_dataset(
                        deterministic=data.deterministic or not training)
     if shard_records:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    ds = ds.map(parse_fn(attributes, size, channels), num_parallel_calls=autotune,
-                deterministic=data.deterministic or not training)
-    if data.cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    if use_folds:
+        if "fold_rank" not in manifest:
+            raise ValueError(f"{source.folder}: converted without fold ranks; convert again for k-fold splits")
+        k, i, want_val = data.folds, data.fold, split == "val"
+
+        def in_split(serialized):
+            rank = tf.io.parse_single_example(serialized, FOLD_RANK_SPEC)["split/fold_rank"]
+            in_fold = tf.cast(tf.floor(rank * k), tf.int32) == i
+            return in_fold if want_val else tf.logical_not(in_fold)
+
+        ds = ds.filter(in_split)
+    return ds
+
+
+def build_dataset(
+    data: DataConfig,
+    split: str,
+    *,
+    image_size: Sequence[int],
+    channels: int,
+    batch_size: int,
+    training: bool,
+    folder,
+    input_context: tf.distribute.InputContext | None = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (images, targets) for `split`; training adds shuffle, repeat and augmentation.
+
+    `folder` is one converted folder or a sequence of `Source`s. Several sources are mixed into one
+    training stream by `data.mixing` ("balance": each source equally often, i.e. the smaller ones
+    duplicated, as BKNet; "weights": by Source.weight; "size": in proportion to their records);
+    every sample carries every label of every source, unknown where its source lacks it. For
+    evaluation a plain split name concatenates the sources that have it, "SOURCE/SPLIT" reads one.
+    With `data.folds` = k > 1, "train" and "val" are fold `data.fold` of a k-fold split of the
+    sources' train+val records (stratified by the converter's per-class fold ranks).
+
+    With `input_context` (from `strategy.distribute_datasets_from_function`) each input pipeline
+    reads its own subset of files (or of records, when there are fewer files than pipelines) and
+    `batch_size` is the per-replica batch.
+    """
+    sources = as_sources(folder)
+    labels = union_labels(sources)
+    split, chosen = split_of(split, sources, data.folds)
+    size = tuple(int(s) for s in image_size)
+    autotune = tf.data.AUTOTUNE
+    parse = parse_fn(labels, size, channels)
+    counts = split_records(chosen, split, data.folds)
+    decoded = sum(counts) * size[0] * size[1] * channels * 4  # float32 at the model's input size
+    cache = data.cache and decoded <= data.cache_budget_mb * 2**20
+    streams = []
+    for index, source in enumerate(chosen):
+        ds = _source_records(data, source, split, training, input_context, seed + index)
+        ds = ds.map(_masked(parse, source, labels), num_parallel_calls=autotune,
+                    deterministic=data.deterministic or not training)
+        if cache:
+            ds = ds.cache()
+        if training:
+            ds = ds.shuffle(data.shuffle_buffer, seed=seed + index, reshuffle_each_iteration=True).repeat()
+        streams.append(ds)
+    if len(streams) == 1:
+        ds = streams[0]
+    elif training:
+        weights = {"balance": [1.0] * len(chosen), "weights": [s.weight for s in chosen],
+                   "size": [float(max(c, 1)) for c in counts]}
+        if data.mixing not in weights:
+            raise ValueError(f"data.mixing: expected balance, weights or size, got {data.mixing!r}")
+        ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights[data.mixing], seed=seed,
+                                                  stop_on_empty_dataset=False)
+    else:
+        ds = streams[0]
+        for other in streams[1:]:
+            ds = ds.concatenate(other)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=autotune)
     if training and data.augment is not None:
-        flip_permutations = {k: tuple(v) for k, v in manifest.get("flip_permutations", {}).items()}
+        flip_permutations = {}
+        for source in chosen:
+            flip_permutations.update({k: tuple(v) for k, v in read_manifest(source.folder).get("flip_permutations", {}).items()})
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda batch, s: augment_batch(batch[0], batch[1], s, data.augment, flip_permutations),
@@ -132,3 +249,25 @@ def build_dataset(
     options.deterministic = data.deterministic or not training
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(autotune)
+
+
+FOLD_RANK_SPEC = {"split/fold_rank": tf.io.FixedLenFeature([], tf.float32, default_value=0.0)}
+
+
+def _masked(parse, source: Source, labels: dict):
+    """`parse`, with the labels this source does not provide to the model set to unknown."""
+    own = set(manifest_labels(read_manifest(source.folder)))
+    if source.tasks:
+        own &= set(source.tasks)
+    hidden = [name for name in labels if name not in own]
+    if not hidden:
+        return parse
+
+    def parse_and_mask(serialized):
+        image, targets = parse(serialized)
+        for name in hidden:
+            unknown = float("nan") if labels[name].type == "value" else -1
+            targets[name] = tf.fill(tf.shape(targets[name]), tf.constant(unknown, targets[name].dtype))
+        return image, targets
+
+    return parse_and_mask

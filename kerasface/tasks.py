@@ -26,10 +26,6 @@ import numpy as np
 
 from kerasface.registry import Registry
 
-#: a confusion matrix is written only for tasks with at most this many classes
-MAX_CONFUSION_CLASSES = 50
-
-
 class HeadKind:
     """Base class; subclasses fill in the behaviour of one kind of output."""
 
@@ -37,6 +33,7 @@ class HeadKind:
     label_types: tuple[str, ...] = ()  # TFRecord label types this kind trains on (kerasface.data.tfrecord)
     losses: tuple[str, ...] = ("default",)
     counts_in_score = True  # part of the unit's validation score (landmarks only when alone)
+    evaluator = ""  # its protocol in kerasface.evaluators.EVALUATORS
 
     # ---- training (TensorFlow)
     def loss(self, task, target, output, global_batch):
@@ -52,7 +49,9 @@ class HeadKind:
 
     def report(self, task, output: np.ndarray, target: np.ndarray, labels: Sequence[str],
                input_size: Sequence[int]) -> dict:
-        raise NotImplementedError
+        from kerasface.evaluators import EVALUATORS
+
+        return EVALUATORS.get(self.evaluator)(target, output, labels)
 
     # ---- export and predict
     def summary(self, report: dict) -> str:
@@ -98,6 +97,7 @@ def _accuracy(output: np.ndarray, target: np.ndarray) -> float:
 @_register
 class Classification(HeadKind):
     name = "classification"
+    evaluator = "classification"
     label_types = ("class", "identity")
     losses = ("softmax", "svm")
 
@@ -115,13 +115,6 @@ class Classification(HeadKind):
 
     def score(self, task, output, target):
         return _accuracy(output, target)
-
-    def report(self, task, output, target, labels, input_size):
-        from kerasface.metrics import classification_report, topk_report
-
-        if task.num_classes > MAX_CONFUSION_CLASSES:
-            return topk_report(target, output, ks=(1, 5))
-        return classification_report(target, output.argmax(-1), labels)
 
     def detail(self, report):
         if "recall" not in report:
@@ -147,6 +140,7 @@ class Classification(HeadKind):
 @_register
 class Multilabel(HeadKind):
     name = "multilabel"
+    evaluator = "multilabel"
     label_types = ("multilabel",)
 
     def loss(self, task, target, output, global_batch):
@@ -164,12 +158,6 @@ class Multilabel(HeadKind):
 
     def score(self, task, output, target):
         return self.report(task, output, target, (), ())["mean_accuracy"]
-
-    def report(self, task, output, target, labels, input_size):
-        from kerasface.metrics import multilabel_report
-
-        names = list(labels) or [str(i) for i in range(output.shape[-1])]
-        return multilabel_report(target, output > 0, names)
 
     def summary(self, report):
         return f"mean {100 * report['mean_accuracy']:.1f}%"
@@ -195,6 +183,7 @@ class Multilabel(HeadKind):
 @_register
 class Regression(HeadKind):
     name = "regression"
+    evaluator = "regression"
     label_types = ("value", "multilabel")
 
     def loss(self, task, target, output, global_batch):
@@ -204,12 +193,6 @@ class Regression(HeadKind):
 
     def score(self, task, output, target):
         return -self.report(task, output, target, (), ())["mae"]
-
-    def report(self, task, output, target, labels, input_size):
-        from kerasface.metrics import regression_report
-
-        names = list(labels) or [str(i) for i in range(output.shape[-1])]
-        return regression_report(target, output, names)
 
     def summary(self, report):
         return f"MAE {report['mae']:.3g}"
@@ -228,6 +211,7 @@ class Regression(HeadKind):
 @_register
 class Landmarks(HeadKind):
     name = "landmarks"
+    evaluator = "landmarks"
     label_types = ("landmarks",)
     counts_in_score = False
 
@@ -242,9 +226,9 @@ class Landmarks(HeadKind):
         return -landmark_report(target, output, 1.0, 1.0)["nme"]
 
     def report(self, task, output, target, labels, input_size):
-        from kerasface.metrics import landmark_report
+        from kerasface.evaluators import EVALUATORS
 
-        return landmark_report(target, output, input_size[1], input_size[0])
+        return EVALUATORS.get(self.evaluator)(target, output, input_size)
 
     def summary(self, report):
         return f"NME {100 * report['nme']:.2f}%"

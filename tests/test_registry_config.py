@@ -5,6 +5,7 @@ import pytest
 
 from kerasface.config import (DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig, apply_overrides,
                               read_config, write_config)
+from kerasface.papers import PAPERS
 from kerasface.registry import Registry
 
 
@@ -59,3 +60,45 @@ def test_config_json_round_trip(tmp_path):
     assert json.loads(path.read_text())["kind"] == "PaperConfig"
     assert read_config(path) == cfg
     assert not list(tmp_path.glob("*.tmp"))
+
+
+RECIPES = [(name, variant) for name in PAPERS.names() for variant in ["", *PAPERS.get(name).variants]]
+
+
+@pytest.mark.parametrize("name,variant", RECIPES, ids=[f"{n}:{v}" if v else n for n, v in RECIPES])
+def test_every_recipe_and_variant_validates_plans_and_round_trips(name, variant, tmp_path):
+    from kerasface.config import validate
+    from kerasface.papers import paper_config
+    from kerasface.train import plan_units
+
+    cfg = validate(paper_config(f"{name}:{variant}" if variant else name))
+    assert cfg.name == name and cfg.variant == variant
+    units = plan_units(cfg)
+    assert units and len({u.name for u in units}) == len(units)
+    write_config(cfg, tmp_path)
+    assert read_config(tmp_path / "config.json") == cfg
+
+
+def test_variants_and_validation_errors_name_what_is_wrong():
+    from kerasface.config import validate
+    from kerasface.papers import paper_config
+
+    assert paper_config("canal_mtfl", demo=True) == paper_config("canal_mtfl:demo")
+    cpu = paper_config("canal_mtfl:cpu").models["cascade_cnn"]
+    assert cpu.stages[0].epochs == 8 and cpu.stages[0].precise_bn_batches == 20 and cpu.arch_kwargs["batch_norm"]
+    with pytest.raises(KeyError, match="unknown variant canal_mtfl:gpu; canal_mtfl has: demo, cpu"):
+        paper_config("canal_mtfl:gpu")
+    bad = {
+        "models.m.stages.0.optimizer=adamm": r"models.m.stages.0.optimizer: unknown optimizer 'adamm'",
+        "models.m.stages.1.schedule=cosine": r"models.m.stages.1.schedule: unknown schedule 'cosine'",
+        "models.m.tasks.0.kind=ranking": r"models.m.tasks.0.kind: unknown head kind 'ranking'",
+        "models.m.tasks.1.loss=focal": r"models.m.tasks.1.loss: classification takes loss softmax or svm",
+        "models.m.stages.1.name=train": r"models.m.stages: stage names must be unique",
+        "models.m.arch=resnet9000": r"models.m.arch: unknown architecture 'resnet9000'",
+    }
+    paper = dataclasses.replace(_paper(), models={"m": dataclasses.replace(
+        _paper().models["m"], stages=(StageConfig(steps=1), StageConfig(name="b", steps=1)))})
+    validate(paper)
+    for assignment, message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            validate(apply_overrides(paper, [assignment]))

@@ -131,6 +131,12 @@ def split_of(split: str, sources: Sequence[Source], folds: int = 0) -> tuple[str
     return split, having
 
 
+def fits_cache(data: DataConfig, records: int, size: Sequence[int], channels: int) -> bool:
+    """Whether the decoded split (float32 at the model's input size) may be kept in memory."""
+    decoded = records * int(size[0]) * int(size[1]) * int(channels) * 4
+    return data.cache and decoded <= data.cache_budget_mb * 2**20
+
+
 def epoch_records(data: DataConfig, sources: Sequence[Source]) -> int:
     """Records in one training epoch: "balance" sees every source as often as the largest one."""
     counts = split_records(sources, "train", data.folds)
@@ -211,8 +217,7 @@ def build_dataset(
     autotune = tf.data.AUTOTUNE
     parse = parse_fn(labels, size, channels)
     counts = split_records(chosen, split, data.folds)
-    decoded = sum(counts) * size[0] * size[1] * channels * 4  # float32 at the model's input size
-    cache = data.cache and decoded <= data.cache_budget_mb * 2**20
+    cache = fits_cache(data, sum(counts), size, channels)
     streams = []
     for index, source in enumerate(chosen):
         ds = _source_records(data, source, split, training, input_context, seed + index)

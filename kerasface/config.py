@@ -18,6 +18,17 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """One dataset of a training stream that mixes several (BKNet: GENKI-4K, FER2013, a gender set)."""
+
+    dataset: str
+    root: str = ""  # raw dataset folder; empty -> the dataset's environment variable
+    crop: str = ""  # crop applied at conversion; empty -> the unit's crop
+    tasks: tuple[str, ...] = ()  # the labels it gives the model; empty -> all of its labels
+    weight: float = 1.0  # sampling weight when DataConfig.mixing == "weights"
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     """Random geometric and photometric changes applied to training images (landmarks follow)."""
 
@@ -28,17 +39,6 @@ class AugmentConfig:
     max_rotation: float = 10.0  # degrees
     brightness: float = 0.1  # max delta, on a 0..1 scale
     contrast: float = 0.1  # max relative change
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """One dataset of a training stream that mixes several (BKNet: GENKI-4K, FER2013, a gender set)."""
-
-    dataset: str
-    root: str = ""  # raw dataset folder; empty -> the dataset's environment variable
-    crop: str = ""  # crop applied at conversion; empty -> the unit's crop
-    tasks: tuple[str, ...] = ()  # the labels it gives the model; empty -> all of its labels
-    weight: float = 1.0  # sampling weight when DataConfig.mixing == "weights"
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,10 @@ class StageConfig:
     precise_bn_batches: int = 0
     # Keep the checkpoints of the last N evaluations (a checkpoint ensemble averages them).
     keep_checkpoints: int = 2
+    # (task name, loss weight) for this stage only, e.g. wang_joint's attributes at 0, then 0.1
+    loss_weights: tuple[tuple[str, float], ...] = ()
+    # this stage's training data; empty -> the paper's `data` sources
+    sources: tuple[SourceConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,10 @@ class ModelConfig:
     # True: each classification task is trained as its own single-task model (canal's setting).
     separate_tasks: bool = False
     weights: str = ""  # "" random init, "imagenet", or a path to a weights file
+    # Start from another model's trained weights, by layer name (layers whose shapes differ, such
+    # as new heads, keep their fresh initialisation): a model key of the same paper trained earlier
+    # in the run (gnet_snet's step-to-step handoff), or a path to a unit folder / .keras file.
+    init_from: str = ""
     crops: tuple[str, ...] = ()  # train on only these of the paper's crops (empty: all of them)
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     description: str = ""
@@ -291,6 +299,14 @@ def validate(cfg: PaperConfig) -> PaperConfig:
                                  f"known: {', '.join(SCHEDULES)}")
             if not (stage.steps or stage.epochs):
                 raise ValueError(f"{where}.stages.{i}: set steps or epochs")
+            task_names = {t.name for t in model.tasks}
+            for name, _ in stage.loss_weights:
+                if name not in task_names:
+                    raise ValueError(f"{where}.stages.{i}.loss_weights: no task {name!r}; tasks: {', '.join(task_names)}")
+        keys = list(cfg.models)
+        if model.init_from in cfg.models and keys.index(model.init_from) >= keys.index(key):
+            raise ValueError(f"{where}.init_from: {model.init_from!r} must come before {key!r} in models "
+                             "(models train in that order)")
     return cfg
 
 

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from tqdm import tqdm
 
-from kerasface.architectures import build_model
+from kerasface.architectures import build_model, copy_matching_weights, load_trained_model
 from kerasface.cli import run_command
 from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources, target_key,
                               validate, write_config, write_json)
@@ -193,11 +193,16 @@ def recalibrate_batchnorm(model, batches) -> int:
 class Trainer:
     """Trains one Unit through its stages, with checkpoints, evaluation and early stopping."""
 
-    def __init__(self, unit: Unit, paper: PaperConfig, records: Path, unit_dir: Path, strategy, progress=True):
-        self.unit, self.paper, self.records, self.dir, self.strategy = unit, paper, records, unit_dir, strategy
+    def __init__(self, unit: Unit, paper: PaperConfig, records, unit_dir: Path, strategy, progress=True,
+                 all_sources: dict[str, Source] | None = None, init_from: Path | None = None):
+        """records: the converted folder, or the unit's Sources; all_sources: every converted source
+        by dataset (for stages with their own data); init_from: a trained unit folder or .keras file."""
+        self.unit, self.paper, self.dir, self.strategy = unit, paper, unit_dir, strategy
+        self.init_from = init_from
         self.progress = progress
         self.tasks = unit.model.tasks
         self.sources = as_sources(records)
+        self.all_sources = all_sources or {s.name: s for s in self.sources}
         self.label_names = {name: list(spec.names) for name, spec in union_labels(self.sources).items()}
         self.train_records = epoch_records(paper.data, self.sources)
         with strategy.scope():
@@ -220,32 +225,45 @@ class Trainer:
             return max(1, math.ceil(stage.epochs * self.train_records / stage.batch_size))
         raise ValueError(f"{self.unit.name}: stage {stage.name!r} sets neither steps nor epochs")
 
-    def dataset(self, split: str, batch_size: int, training: bool, input_context=None, skip_batches: int = 0):
+    def dataset(self, split: str, batch_size: int, training: bool, input_context=None, skip_batches: int = 0,
+                sources=None):
         m = self.unit.model
         ds = build_dataset(self.paper.data, split, image_size=m.input_hw, channels=m.channels,
-                           batch_size=batch_size, training=training, folder=self.records,
+                           batch_size=batch_size, training=training, folder=sources or self.sources,
                            input_context=input_context, seed=self.paper.seed)
         return ds.skip(skip_batches) if skip_batches else ds
+
+    def stage_sources(self, stage: StageConfig) -> list[Source]:
+        """The training data of `stage`: its own sources, or the paper's."""
+        if not stage.sources:
+            return self.sources
+        return [self.all_sources[s.dataset] for s in stage.sources]
+
+    def stage_tasks(self, stage: StageConfig):
+        """The tasks with this stage's loss weights."""
+        weights = dict(stage.loss_weights)
+        return tuple(dataclasses.replace(t, loss_weight=weights.get(t.name, t.loss_weight)) for t in self.tasks)
 
     def distributed_train_data(self, stage: StageConfig, start_step: int):
         global_batch = stage.batch_size
         replicas = self.strategy.num_replicas_in_sync
+        sources = self.stage_sources(stage)
 
         def fn(ctx):
             per_replica = ctx.get_per_replica_batch_size(global_batch)
             # Each step takes one batch per local replica; skipping them replays the exact stream.
             local = replicas // ctx.num_input_pipelines
-            return self.dataset("train", per_replica, True, ctx, skip_batches=start_step * local)
+            return self.dataset("train", per_replica, True, ctx, skip_batches=start_step * local, sources=sources)
 
         return self.strategy.distribute_datasets_from_function(fn)
 
     # -- steps
-    def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int):
-        return make_train_step(self.strategy, model, optimizer, self.tasks, self.active, global_batch)
+    def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int, tasks=None):
+        return make_train_step(self.strategy, model, optimizer, tasks or self.tasks, self.active, global_batch)
 
     def predict(self, split: str):
         m = self.unit.model
-        return predict_split(self.forward, self.paper.data, self.records, m.input_hw, m.channels,
+        return predict_split(self.forward, self.paper.data, self.sources, m.input_hw, m.channels,
                              [t.name for t in self.tasks], split)
 
     def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
@@ -293,6 +311,10 @@ class Trainer:
             previous = tf.train.latest_checkpoint(str(self.dir / "checkpoints" / f"stage{index - 1}"))
             if previous:
                 tf.train.Checkpoint(model=model).restore(previous).expect_partial()
+        elif self.init_from is not None:
+            loaded, kept = copy_matching_weights(load_trained_model(self.init_from), model)
+            print(f"  initialised {len(loaded)} layers from {self.init_from}"
+                  + (f"; new: {', '.join(kept)}" if kept else ""), file=sys.stderr)
         start = int(step.numpy())
         # an evaluation logged after the restored checkpoint is redone by this run
         self.history = [h for h in self.history if h["stage"] != stage.name or h["step"] <= start]
@@ -306,7 +328,7 @@ class Trainer:
             iterator = iter(self.strategy.experimental_distribute_dataset(self.bottleneck_data(stage, start)))
         else:
             iterator = iter(self.distributed_train_data(stage, start))
-        train_step = self.make_train_step(train_model, optimizer, stage.batch_size)
+        train_step = self.make_train_step(train_model, optimizer, stage.batch_size, self.stage_tasks(stage))
         eval_every = max(1, min(stage.eval_every, steps))
 
         stop = {"now": False}
@@ -355,7 +377,7 @@ class Trainer:
         m = self.unit.model
         data = dataclasses.replace(self.paper.data, augment=None, cache=False, deterministic=True)
         ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
-                           batch_size=stage.batch_size, training=True, folder=self.records,
+                           batch_size=stage.batch_size, training=True, folder=self.stage_sources(stage),
                            seed=self.paper.seed + 1)
         recalibrate_batchnorm(self.model, (images for images, _ in ds.take(stage.precise_bn_batches)))
 
@@ -447,13 +469,40 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     return folder
 
 
-def unit_sources(paper: PaperConfig, crop: str, data_root: str | None, records_root: Path) -> list[Source]:
-    """The converted sources one unit trains on (converted on first use)."""
-    sources = []
-    for source in data_sources(paper.data):
+def unit_sources(paper: PaperConfig, crop: str, data_root: str | None, records_root: Path,
+                 sources=None) -> list[Source]:
+    """Converted `sources` (default: the paper's data sources) at `crop`, converted on first use."""
+    converted = []
+    for source in data_sources(paper.data) if sources is None else sources:
         folder = ensure_records(paper, source, crop, data_root, records_root, paper.demo)
-        sources.append(Source(source.dataset, folder.resolve(), source.weight, source.tasks))
-    return sources
+        converted.append(Source(source.dataset, folder.resolve(), source.weight, source.tasks))
+    return converted
+
+
+def stage_only_sources(paper: PaperConfig) -> list[SourceConfig]:
+    """Sources that only some stages train on (not among the paper's data sources)."""
+    known = {s.dataset for s in data_sources(paper.data)}
+    extra = {}
+    for model in paper.models.values():
+        for stage in model.stages:
+            extra.update({s.dataset: s for s in stage.sources if s.dataset not in known})
+    return list(extra.values())
+
+
+def init_folder(unit: Unit, run_dir: Path) -> Path | None:
+    """Where a unit's `init_from` weights are: an earlier model of the run (same crop; the same
+    attribute, else its multi-task unit), or a path."""
+    ref = unit.model.init_from
+    if not ref:
+        return None
+    for attribute in (unit.attribute, "all"):
+        folder = run_dir / "models" / f"{ref}-{unit.crop}-{attribute}"
+        if (folder / "model.keras").is_file():
+            return folder
+    if Path(ref).exists():
+        return Path(ref)
+    raise FileNotFoundError(f"{unit.name}: init_from={ref!r} is neither a trained model of this run "
+                            f"(no {run_dir / 'models' / f'{ref}-{unit.crop}-*'}/model.keras) nor a path")
 
 
 # ----------------------------------------------------------------------------- main
@@ -488,7 +537,9 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)  # its class prints as CollectiveAllReduceStrategy
     name = ("MultiWorkerMirroredStrategy, " + ("chief" if chief else "not chief")) if multi_worker else type(strategy).__name__
     print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {name})", file=sys.stderr)
-    records = {crop: unit_sources(cfg, crop, data_root, records_root) for crop in {u.crop for u in units}}
+    crops = sorted({u.crop for u in units})
+    records = {crop: unit_sources(cfg, crop, data_root, records_root) for crop in crops}
+    extra = {crop: unit_sources(cfg, crop, data_root, records_root, stage_only_sources(cfg)) for crop in crops}
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for number, unit in enumerate(units, start=1):
@@ -500,7 +551,9 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         started = time.perf_counter()
         keras.utils.set_random_seed(cfg.seed)
         try:
-            trainer = Trainer(unit, cfg, records[unit.crop], unit_dir, strategy, progress)
+            everything = {s.name: s for s in records[unit.crop] + extra[unit.crop]}
+            trainer = Trainer(unit, cfg, records[unit.crop], unit_dir, strategy, progress, everything,
+                              init_folder(unit, run_dir))
         except FileNotFoundError as exc:
             if not unit.model.weights or unit.model_key in required:
                 raise

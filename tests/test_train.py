@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasface.config import AugmentConfig, DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig
+from kerasface.config import AugmentConfig, DataConfig, ModelConfig, PaperConfig, SourceConfig, StageConfig, TaskConfig
 from kerasface.data.convert import convert
 from kerasface.losses import landmark_loss, masked_softmax_cross_entropy, masked_squared_hinge
 from kerasface.optim import GroupedOptimizer, set_trainable
@@ -390,3 +390,61 @@ def test_trainer_recalibrates_batchnorm_before_validation(records, tmp_path):
     for layer in norms:
         assert np.all(np.abs(layer.moving_mean.numpy()) < 7.0), layer.name
     assert trainer.history[0]["step"] == 4
+
+
+def test_stages_run_on_one_global_step_with_their_own_loss_weights(records, tmp_path):
+    # stage "warmup" trains smile at weight 0 (its head must not move), stage "joint" trains it
+    keras.utils.set_random_seed(0)
+    paper = tiny_paper(records)
+    model = paper.models["tiny"]
+    stages = (StageConfig(name="warmup", optimizer="sgd", momentum=0.0, lr=0.01, batch_size=8, steps=4, eval_every=4,
+                          loss_weights=(("smile", 0.0),)),
+              StageConfig(name="joint", optimizer="sgd", momentum=0.0, lr=0.01, batch_size=8, steps=4, eval_every=2))
+    paper = dataclasses.replace(paper, models={"tiny": dataclasses.replace(model, stages=stages)})
+    trainer = Trainer(plan_units(paper)[0], paper, records, tmp_path, tf.distribute.MirroredStrategy(["/cpu:0"]),
+                      progress=False)
+    head = trainer.model.get_layer("head_smile")
+    before = head.kernel.numpy()
+    trainer.run_stage(0, stages[0])
+    np.testing.assert_array_equal(head.kernel.numpy(), before)  # weight 0: no gradient reaches it
+    trainer.run_stage(1, stages[1], offset=4)
+    assert not np.array_equal(head.kernel.numpy(), before)
+    assert [(h["stage"], h["step"], h["global_step"]) for h in trainer.history] == [
+        ("warmup", 4, 4), ("joint", 2, 6), ("joint", 4, 8)]
+
+
+def test_a_stage_trains_on_its_own_sources_and_init_from_copies_matching_layers(records, tmp_path):
+    from kerasface.architectures import build_model, copy_matching_weights
+    from kerasface.data.pipeline import Source
+
+    paper = tiny_paper(records)
+    other = Source("other", records)  # a second converted source (here: the same records)
+    stage = StageConfig(name="other_data", steps=1, batch_size=8, sources=(SourceConfig("other"),))
+    trainer = Trainer(plan_units(paper)[0], paper, records, tmp_path, tf.distribute.MirroredStrategy(["/cpu:0"]),
+                      progress=False, all_sources={"mtfl": Source("mtfl", records), "other": other})
+    assert trainer.stage_sources(stage) == [other]
+    assert [s.name for s in trainer.stage_sources(StageConfig())] == [trainer.sources[0].name]
+    # init_from: same-named layers with the same shapes are copied, a resized head keeps its init
+    source = build_model(paper.models["tiny"])
+    bigger = dataclasses.replace(paper.models["tiny"], tasks=(TaskConfig("landmarks", kind="landmarks", num_classes=10),
+                                                              TaskConfig("smile", num_classes=3)))
+    target = build_model(bigger)
+    copied, kept = copy_matching_weights(source, target)
+    assert kept == ["head_smile"] and "conv1" in copied and "head_landmarks" in copied
+    np.testing.assert_array_equal(target.get_layer("conv1").kernel.numpy(), source.get_layer("conv1").kernel.numpy())
+
+
+def test_a_model_starts_from_an_earlier_model_of_the_run(records, tmp_path, capsys):
+    paper = tiny_paper(records, steps=2)
+    first = paper.models["tiny"]
+    second = dataclasses.replace(first, init_from="tiny", tasks=first.tasks[:2] + (TaskConfig("gender"),))
+    paper = dataclasses.replace(paper, models={"tiny": first, "next": second})
+    train_paper(paper, tmp_path / "run", plan_units(paper), None, records_root=tmp_path, progress=False,
+                strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
+    err = capsys.readouterr().err
+    assert f"initialised 7 layers from {tmp_path / 'run' / 'models' / 'tiny-original-all'}; new: head_gender" in err
+    bad = dataclasses.replace(paper, models={"next": second, "tiny": first})
+    from kerasface.config import validate
+
+    with pytest.raises(ValueError, match="models.next.init_from: 'tiny' must come before 'next'"):
+        validate(bad)

@@ -24,4 +24,34 @@ def build_model(model):
     shape = (*model.input_hw, model.channels)
     return ARCHITECTURES.get(model.arch)(shape, {task.name: task.num_classes for task in model.tasks}, **kwargs)
 
+
+def load_trained_model(path):
+    """A trained Keras model: a unit folder (its model.keras) or a .keras file."""
+    from pathlib import Path
+
+    import keras
+
+    path = Path(path)
+    file = path / "model.keras" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no trained model there (init_from expects a unit folder or a .keras file)")
+    return keras.saving.load_model(file, compile=False)
+
+
+def copy_matching_weights(source, target) -> tuple[list[str], list[str]]:
+    """Copy the weights of every layer of `target` that `source` has under the same name with the
+    same shapes; returns (copied layer names, layers left as initialised)."""
+    copied, kept = [], []
+    by_name = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        other = by_name.get(layer.name)
+        if other is not None and [w.shape for w in other.weights] == [w.shape for w in layer.weights]:
+            layer.set_weights(other.get_weights())
+            copied.append(layer.name)
+        else:
+            kept.append(layer.name)
+    return copied, kept
+
 from kerasface.architectures import cascade_cnn, inception, tcdcn  # noqa: E402,F401  (registration)

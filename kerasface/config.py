@@ -230,6 +230,8 @@ def to_dict(cfg: Any) -> Any:
 
 def from_dict(cls: Any, data: Any) -> Any:
     """Rebuild a (nested) config dataclass from `to_dict` output."""
+    if data is None:
+        return None  # an optional section switched off, e.g. data.augment = None
     if dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         kwargs = {f.name: from_dict(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data}

@@ -1,27 +1,25 @@
-"""Fabricate a tiny trained run folder, as kerasface.train writes it, for export/serving tests.
+"""A tiny run folder trained by kerasface's own trainer, for the export/serving/predict tests.
 
 Usable from tests (`import run_fixture`, the tests folder is on sys.path under pytest) and from
-scripts (`benchmarks/bench_serving.py` loads it by path). Nothing here depends on the trainer:
+scripts (`benchmarks/bench_serving.py` loads it by path):
 
-    RUN_DIR/config.json            {"kind": "PaperConfig", "config": {...}}
-    RUN_DIR/metrics.json           {"models": {UNIT: {"val": {...}, "test": {...}}}}
-    RUN_DIR/models/UNIT/model.keras, unit.json
-    RUN_DIR/tfrecords/<split>-0000N-of-0000M.tfrecord
+    RUN_DIR/config.json, metrics.json, results.md       as `kerasface.train` writes them
+    RUN_DIR/models/UNIT/model.keras, unit.json, ...
+    RUN_DIR/tfrecords/nose_centred_150/                  the records (schema v2, with manifest.json)
 
 Two small functional models on the `nose_centred_150` crop (stored crops are 150x150 RGB JPEGs):
 - `tiny_rgb-nose_centred_150-all`: 48x48x3, heads smile(2), gender(2), landmarks(10) and a
   training-only `smile__aux` output (which exports must drop);
 - `tiny_gray-nose_centred_150-all`: 60x60x1, heads smile(2), gender(2), landmarks(10).
-The images are noise with a label-dependent bright region (smile: lower half, gender: left half)
-and the models are fitted for a few epochs, so their outputs depend on the input and int8 parity
-is meaningful. The validation numbers in metrics.json are fixed so that the default deployable
-is a real merge: smile and landmarks come from tiny_rgb, gender from tiny_gray.
+The images are noise with label-dependent bright regions (smile: lower or upper half, gender:
+left or right half). Each model trains some heads at loss weight 0 (their heads stay at their
+random initialisation), so that the export's default choice of the best validated head per
+attribute is a real merge: smile and landmarks come from tiny_rgb, gender from tiny_gray.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -37,15 +35,7 @@ MODELS = {
     "tiny_rgb": (48, 3, True),
     "tiny_gray": (60, 1, False),
 }
-# Fixed validation/test numbers: smile+landmarks best in tiny_rgb, gender best in tiny_gray.
-VAL = {
-    "tiny_rgb": {"smile": 0.91, "gender": 0.62, "landmarks_nme": 0.08},
-    "tiny_gray": {"smile": 0.74, "gender": 0.83, "landmarks_nme": 0.11},
-}
-TEST = {
-    "tiny_rgb": {"smile": 0.89, "gender": 0.60, "landmarks_nme": 0.09},
-    "tiny_gray": {"smile": 0.72, "gender": 0.81, "landmarks_nme": 0.12},
-}
+FIXTURE_ARCH = "fixture_tiny_conv"
 LANDMARK_WEIGHT = 3.0
 SPLITS = {"train": (64, 2), "val": (16, 1), "test": (32, 1)}  # images, shards
 
@@ -62,9 +52,9 @@ def make_image(rng: np.random.Generator, smile: int, gender: int, size: int = CR
     else:
         img[:half, :, :] += 100
     if gender:
-        img[:, :half, 0] += 60
+        img[:, :half, :] += 60
     else:
-        img[:, half:, 2] += 60
+        img[:, half:, :] += 60
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -82,144 +72,76 @@ def encode(image: np.ndarray, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-def make_example(encoded: bytes, height: int, width: int, landmarks: np.ndarray, labels: dict[str, int]):
-    import tensorflow as tf
-
-    feature = {
-        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
-        "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
-        "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
-        "face/landmarks": tf.train.Feature(float_list=tf.train.FloatList(value=landmarks.reshape(-1).tolist())),
-    }
-    for task, value in labels.items():
-        feature[f"label/{task}"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
-def build_model(input_size: int, channels: int, aux: bool, seed: int):
+def build_fixture_model(input_shape, heads: dict[str, int], aux: bool = False):
+    """The fixture's architecture: two strided convolutions, a coarse pool (the cues are spatial)."""
     import keras
 
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((input_size, input_size, channels), name="image")
+    inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv1")(x)
     x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(x)
-    x = keras.layers.AveragePooling2D(4, name="pool")(x)  # keeps a coarse layout (the labels are spatial)
+    x = keras.layers.AveragePooling2D(4, name="pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(32, activation="relu", name="features")(x)
-    outputs = {
-        "smile": keras.layers.Dense(2, name="head_smile")(x),
-        "gender": keras.layers.Dense(2, name="head_gender")(x),
-        "landmarks": keras.layers.Dense(10, name="head_landmarks")(x),
-    }
+    outputs = {name: keras.layers.Dense(units, name=f"head_{name}")(x) for name, units in heads.items()}
     if aux:
-        outputs["smile__aux"] = keras.layers.Dense(2, name="head_smile_aux")(x)
-    return keras.Model(inputs, outputs, name=f"tiny_{input_size}_{channels}")
+        outputs["smile__aux"] = keras.layers.Dense(heads["smile"], name="head_smile_aux")(x)
+    return keras.Model(inputs, outputs, name=f"tiny_{input_shape[0]}_{input_shape[-1]}")
 
 
-def _prepare(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    import tensorflow as tf
+def write_records(folder: Path, rng: np.random.Generator) -> None:
+    """The splits of SPLITS as sharded TFRecords plus manifest.json (one unknown gender per split)."""
+    from kerasface.config import write_json
+    from kerasface.data.tfrecord import MANIFEST, SCHEMA_VERSION, LabelSpec, ShardedWriter, make_example
 
-    x = tf.convert_to_tensor(images, tf.float32)
-    if channels == 1:
-        x = tf.image.rgb_to_grayscale(x)
-    return tf.image.resize(x, (size, size), method="bilinear", antialias=False).numpy()
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, (count, shards) in SPLITS.items():
+        writer = ShardedWriter(folder, split, shards)
+        for i in range(count):
+            smile, gender = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+            labels = {"smile": smile, "gender": -1 if i == 0 else gender}
+            writer.write(make_example(encode(make_image(rng, smile, gender)), "jpeg", CROP_SIZE, CROP_SIZE, 3,
+                                      f"{split}/{i}.jpg", make_landmarks(rng), labels))
+        splits[split] = {"records": count, "files": [p.name for p in writer.close()]}
+    labels = {name: LabelSpec("class", tuple(names)) for name, names in LABELS.items()}
+    write_json(folder / MANIFEST, {
+        "schema_version": SCHEMA_VERSION, "dataset": "fixture", "crop": CROP, "image_size": [CROP_SIZE, CROP_SIZE],
+        "channels": 3, "image_format": "jpeg", "attributes": LABELS,
+        "labels": {k: v.to_json() for k, v in labels.items()}, "splits": splits})
+
+
+def fixture_paper(run: Path, steps: int):
+    from kerasface.config import DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig
+
+    tasks = (TaskConfig("smile"), TaskConfig("gender"),
+             TaskConfig("landmarks", kind="landmarks", num_classes=10, loss_weight=LANDMARK_WEIGHT))
+    models = {}
+    for key, (size, channels, aux) in MODELS.items():
+        untrained = ("gender",) if key == "tiny_rgb" else ("smile", "landmarks")
+        stage = StageConfig(optimizer="adam", lr=3e-3, batch_size=16, steps=steps, eval_every=steps,
+                            loss_weights=tuple((name, 0.0) for name in untrained))
+        models[key] = ModelConfig(arch=FIXTURE_ARCH, input_size=size, channels=channels, arch_kwargs={"aux": aux},
+                                  tasks=tasks, stages=(stage,), description=f"fixture {size}x{size}x{channels}")
+    data = DataConfig(dataset="fixture", tfrecords=str(run / "tfrecords"), deterministic=True, cache=False,
+                      augment=None)
+    return PaperConfig(name="fixture_paper", data=data, crops=(CROP,), models=models, demo=True)
 
 
 def make_run(run_dir: str | os.PathLike, seed: int = 0, epochs: int = 20) -> Path:
-    """Write a complete fake run into `run_dir` and return its path."""
-    import keras
+    """Train the fixture's two models with kerasface.train into `run_dir` and return its path."""
     import tensorflow as tf
 
+    from kerasface.architectures import ARCHITECTURES
+    from kerasface.train import plan_units, train_paper
+
+    if FIXTURE_ARCH not in ARCHITECTURES:
+        ARCHITECTURES.register(FIXTURE_ARCH)(build_fixture_model)
     run = Path(run_dir)
-    (run / "tfrecords").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-
-    data: dict[str, dict[str, np.ndarray]] = {}
-    shards: dict[str, list[str]] = {}
-    for split, (count, num_shards) in SPLITS.items():
-        smiles = rng.integers(0, 2, count)
-        genders = rng.integers(0, 2, count)
-        images = np.stack([make_image(rng, s, g) for s, g in zip(smiles, genders)])
-        marks = np.stack([make_landmarks(rng) for _ in range(count)])
-        # One unknown label per split, as real datasets have (-1 = unknown).
-        genders_stored = genders.copy()
-        genders_stored[0] = -1
-        decoded = []
-        paths = []
-        for shard in range(num_shards):
-            path = run / "tfrecords" / f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
-            with tf.io.TFRecordWriter(str(path)) as writer:
-                for i in range(shard, count, num_shards):
-                    data_bytes = encode(images[i])
-                    decoded.append((i, tf.io.decode_jpeg(data_bytes).numpy()))
-                    ex = make_example(data_bytes, CROP_SIZE, CROP_SIZE, marks[i],
-                                      {"smile": smiles[i], "gender": genders_stored[i]})
-                    writer.write(ex.SerializeToString())
-            paths.append(str(path.resolve()))
-        decoded.sort(key=lambda t: t[0])
-        data[split] = {"images": np.stack([d for _, d in decoded]), "smile": smiles,
-                       "gender": genders, "landmarks": marks}
-        shards[split] = paths
-
-    config = {
-        "name": "fixture_paper",
-        "data": {"dataset": "synthetic", "crop": CROP, "val_fraction": 0.2},
-        "crops": [CROP],
-        "models": {
-            key: {"arch": "tiny_conv", "input_size": size, "channels": ch, "arch_kwargs": {},
-                  "tasks": [{"name": "smile", "kind": "classification", "num_classes": 2},
-                            {"name": "gender", "kind": "classification", "num_classes": 2},
-                            {"name": "landmarks", "kind": "landmarks", "num_classes": 10}]}
-            for key, (size, ch, _) in MODELS.items()
-        },
-        "reported": {},
-        "seed": seed,
-        "mixed_precision": False,
-        "demo": True,
-    }
-    (run / "config.json").write_text(json.dumps({"kind": "PaperConfig", "config": config}, indent=2))
-
-    metrics = {"models": {}}
-    for index, (key, (size, channels, aux)) in enumerate(MODELS.items()):
-        unit = unit_name(key)
-        model = build_model(size, channels, aux, seed + index)
-        losses = {"smile": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  "gender": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  "landmarks": keras.losses.MeanSquaredError()}
-        if aux:
-            losses["smile__aux"] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        weights = {k: (LANDMARK_WEIGHT if k == "landmarks" else 1.0) for k in losses}
-        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses, loss_weights=weights)
-        train = data["train"]
-        x = _prepare(train["images"], size, channels)
-        y = {"smile": train["smile"], "gender": train["gender"],
-             "landmarks": (train["landmarks"] / CROP_SIZE).reshape(len(x), 10)}
-        if aux:
-            y["smile__aux"] = train["smile"]
-        model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=True)
-        folder = run / "models" / unit
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save(folder / "model.keras")
-        val = {"smile": VAL[key]["smile"], "gender": VAL[key]["gender"]}
-        test = {"smile": TEST[key]["smile"], "gender": TEST[key]["gender"]}
-        unit_json = {
-            "unit": unit, "model_key": key, "arch": "tiny_conv", "crop": CROP,
-            "input_size": [size, size], "channels": channels,
-            "tasks": [{"name": "smile", "kind": "classification", "labels": LABELS["smile"]},
-                      {"name": "gender", "kind": "classification", "labels": LABELS["gender"]},
-                      {"name": "landmarks", "kind": "landmarks", "labels": LANDMARK_LABELS}],
-            "val": val, "test": test, "records": str(run / "tfrecords"),
-        }
-        (folder / "unit.json").write_text(json.dumps(unit_json, indent=2))
-        metrics["models"][unit] = {
-            "val": {"smile": {"accuracy": val["smile"]}, "gender": {"accuracy": val["gender"]},
-                    "landmarks": {"nme": VAL[key]["landmarks_nme"]}},
-            "test": {"smile": {"accuracy": test["smile"]}, "gender": {"accuracy": test["gender"]},
-                     "landmarks": {"nme": TEST[key]["landmarks_nme"]}},
-        }
-        keras.backend.clear_session()
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_records(run / "tfrecords" / CROP, np.random.default_rng(seed))
+    paper = fixture_paper(run, steps=epochs * SPLITS["train"][0] // 16)
+    train_paper(paper, run, plan_units(paper), None, progress=False,
+                strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
     return run
 
 

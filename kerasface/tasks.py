@@ -34,6 +34,9 @@ class HeadKind:
     losses: tuple[str, ...] = ("default",)
     counts_in_score = True  # part of the unit's validation score (landmarks only when alone)
     evaluator = ""  # its protocol in kerasface.evaluators.EVALUATORS
+    has_classes = False  # exported with TF Serving Classify signatures and class labels
+    pixel_coordinates = False  # trained as fractions of the input, exported in pixels
+    needs_features = False  # exported from the model's "features" layer, not its head
 
     # ---- training (TensorFlow)
     def loss(self, task, target, output, global_batch):
@@ -72,6 +75,10 @@ class HeadKind:
         """The names of the outputs (class names, attribute names, value names) for unit.json."""
         return [str(n) for n in names]
 
+    def output_labels(self, given) -> tuple[str, ...]:
+        """One name per exported value, from unit.json's labels (empty: the exporter numbers them)."""
+        return tuple(map(str, given or ()))
+
     def read(self, values: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
         """One face's exported output -> the JSON-safe fields predict reports."""
         return {"values": [float(v) for v in np.ravel(values)]}
@@ -98,6 +105,7 @@ def _accuracy(output: np.ndarray, target: np.ndarray) -> float:
 class Classification(HeadKind):
     name = "classification"
     evaluator = "classification"
+    has_classes = True
     label_types = ("class", "identity")
     losses = ("softmax", "svm")
 
@@ -212,6 +220,7 @@ class Regression(HeadKind):
 class Landmarks(HeadKind):
     name = "landmarks"
     evaluator = "landmarks"
+    pixel_coordinates = True
     label_types = ("landmarks",)
     counts_in_score = False
 
@@ -241,6 +250,15 @@ class Landmarks(HeadKind):
 
         return list(LANDMARK_NAMES)
 
+    def output_labels(self, given):
+        from kerasface.faces.align import LANDMARK_NAMES
+
+        given = list(given or [])
+        if len(given) == 10:
+            return tuple(map(str, given))
+        points = given if len(given) == 5 else list(LANDMARK_NAMES)
+        return tuple(f"{p}_{c}" for p in points for c in "xy")
+
 
 @_register
 class Embedding(Classification):
@@ -248,6 +266,8 @@ class Embedding(Classification):
 
     name = "embedding"
     losses = ("softmax",)
+    has_classes = False  # the identities are the training target, not what is served
+    needs_features = True
 
     def export(self, output, features=None):
         import tensorflow as tf

@@ -25,6 +25,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from kerasface.export.run import Selection, Task, Unit
+from kerasface.tasks import head_kind
 
 FLOAT_INPUT = "image"
 BYTES_INPUT = "image_bytes"
@@ -54,6 +55,15 @@ def load_keras_model(unit: Unit):
         return keras.saving.load_model(unit.model_path, compile=False)
     except Exception as exc:
         raise RuntimeError(f"{unit.model_path}: cannot load the Keras model: {exc}") from exc
+
+
+def with_features(model):
+    """The model with its "features" layer as an extra output (embedding heads export it)."""
+    import keras
+
+    outputs = dict(model.output) if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
+    outputs["features"] = model.get_layer("features").output
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 @dataclass
@@ -89,7 +99,10 @@ class ServingGraph:
         self.heads: list[Head] = []
         for unit in selection.units:
             model = models[unit.name] if unit.name in models else load_keras_model(unit)
-            self.heads.append(Head(unit, model, selection.tasks_of(unit)))
+            tasks = selection.tasks_of(unit)
+            if any(head_kind(t.kind).needs_features for t in tasks):
+                model = with_features(model)
+            self.heads.append(Head(unit, model, tasks))
             self._check_model(self.heads[-1])
         self.tasks: list[Task] = [self.selection.heads[name].task(name) for name in selection.heads]
         if len(self.heads) == 1:
@@ -142,11 +155,10 @@ class ServingGraph:
             if task.name not in raw:
                 raise ValueError(f"{head.unit.model_path}: no output {task.name!r}; outputs: "
                                  f"{', '.join(k for k in raw if not k.endswith('__aux'))}")
-            y = tf.cast(raw[task.name], tf.float32)
-            if task.kind == "classification":
-                out[task.name] = tf.nn.softmax(y, axis=-1)
-            else:
-                out[task.name] = y  # fractions of width/height; scaled by the caller
+            kind = head_kind(task.kind)
+            features = raw.get("features") if kind.needs_features else None
+            # landmarks stay fractions of width/height here; _assemble scales them to pixels
+            out[task.name] = kind.export(tf.cast(raw[task.name], tf.float32), features)
         return out
 
     @staticmethod
@@ -166,7 +178,7 @@ class ServingGraph:
         result = {}
         for task in self.tasks:
             y = merged[task.name]
-            if task.kind == "landmarks":
+            if head_kind(task.kind).pixel_coordinates:
                 scale = tf.tile(scale_wh, [1, 5]) if scale_wh.shape.rank == 2 else tf.tile(scale_wh, [5])
                 y = y * scale
             result[task.name] = tf.identity(y, name=task.name)
@@ -187,7 +199,7 @@ class ServingGraph:
             x = tf.map_fn(lambda b, h=h: preprocess_image(b, h.size, h.channels), image_bytes,
                           fn_output_signature=tf.TensorSpec([h.size[0], h.size[1], h.channels], tf.float32))
             per_head.append(self._run_head(h, x))
-        if any(t.kind == "landmarks" for t in self.tasks):
+        if any(head_kind(t.kind).pixel_coordinates for t in self.tasks):
             def size_of(b):
                 shape = tf.shape(tf.io.decode_image(b, channels=3, expand_animations=False))
                 return tf.cast(tf.stack([shape[1], shape[0]]), tf.float32)
@@ -252,7 +264,7 @@ class ServingGraph:
             ("predict_examples", predict_examples, [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]),
         ]
         for task in self.tasks:
-            if task.kind == "classification":
+            if head_kind(task.kind).has_classes:
                 result.append((f"classify_{task.name}", self.classify(task),
                                [tf.TensorSpec([None], tf.string, name=CLASSIFY_INPUT)]))
         result.append(("labels", labels, [tf.TensorSpec([None], tf.int32, name=LABELS_INPUT)]))

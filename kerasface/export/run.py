@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kerasface.faces.align import LANDMARK_NAMES as LANDMARK_POINTS
+from kerasface.tasks import HEAD_KINDS, head_kind
 
 # metric names where lower is better (landmark errors, losses)
 LOWER_IS_BETTER = ("nme", "mean_error", "error", "mae", "mse", "failure_rate", "failure_rate_10pct", "loss")
@@ -112,15 +112,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise RunError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
-def landmark_labels(given: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """The 10 landmark output labels (x1, y1, ..., x5, y5); 5 point names expand to name_x, name_y."""
-    given = list(given or [])
-    if len(given) == 10:
-        return tuple(map(str, given))
-    points = given if len(given) == 5 else list(LANDMARK_POINTS)
-    return tuple(f"{p}_{c}" for p in points for c in "xy")
-
-
 def _config_classes(config: dict, model_key: str, task: str) -> int | None:
     """num_classes of `task` in config.json's models[model_key], when the run's config has it."""
     model = ((config or {}).get("config", {}).get("models") or {}).get(model_key) or {}
@@ -151,18 +142,17 @@ def _parse_unit(folder: Path, metrics: dict, config: dict | None = None) -> Unit
         kind = t.get("kind", "classification")
         if str(t["name"]).endswith("__aux"):
             continue  # training-only outputs are never exported
-        if kind == "landmarks":
-            labels = landmark_labels(t.get("labels"))
-        elif kind == "classification":
-            labels = tuple(map(str, t.get("labels") or ()))
-            if not labels:  # no class names: fall back to class indices, sized from config.json
-                count = _config_classes(config or {}, str(data.get("model_key") or ""), str(t["name"]))
-                if not count:
-                    raise RunError(f"{path}: tasks[{i}] ({t['name']}): no labels, and config.json does not "
-                                   f"give the task's num_classes")
-                labels = tuple(str(k) for k in range(count))
-        else:
-            raise RunError(f"{path}: tasks[{i}] ({t['name']}): kind must be classification or landmarks, got {kind!r}")
+        if kind not in HEAD_KINDS:
+            raise RunError(f"{path}: tasks[{i}] ({t['name']}): kind must be one of {', '.join(HEAD_KINDS.names())}, "
+                           f"got {kind!r}")
+        labels = head_kind(kind).output_labels(t.get("labels"))
+        if not labels and not head_kind(kind).needs_features:
+            # no names: number the outputs, sized from config.json
+            count = _config_classes(config or {}, str(data.get("model_key") or ""), str(t["name"]))
+            if not count:
+                raise RunError(f"{path}: tasks[{i}] ({t['name']}): no labels, and config.json does not "
+                               f"give the task's num_classes")
+            labels = tuple(str(k) for k in range(count))
         tasks.append(Task(str(t["name"]), kind, labels))
     unit = str(data["unit"])
     run_metrics = metrics.get("models", {}).get(unit, {})
@@ -220,8 +210,8 @@ def score(unit: Unit, task: Task, split: str = "val") -> float:
                 return -float(value[key])
         return -math.inf
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        # landmarks carry an error (NME >= 0), possibly stored as -NME (the trainer's score)
-        return -abs(float(value)) if task.kind == "landmarks" else float(value)
+        # errors (landmark NME >= 0) may be stored as -NME (the trainer's score)
+        return -abs(float(value)) if head_kind(task.kind).pixel_coordinates else float(value)
     return -math.inf
 
 
@@ -230,7 +220,9 @@ def metric_summary(unit: Unit, task: Task, split: str) -> dict:
     if isinstance(value, dict):
         return {k: v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"nme" if task.kind == "landmarks" else "accuracy": abs(float(value)) if task.kind == "landmarks" else float(value)}
+        if head_kind(task.kind).pixel_coordinates:
+            return {"nme": abs(float(value))}
+        return {"accuracy": float(value)}
     return {}
 
 
@@ -291,7 +283,7 @@ def select_heads(run: Run, model: str | None = None) -> Selection:
     options = []
     for crop, crop_units in by_crop.items():
         heads = best_for(crop_units)
-        accs = [score(u, u.task(t)) for t, u in heads.items() if u.task(t).kind == "classification"]
+        accs = [score(u, u.task(t)) for t, u in heads.items() if head_kind(u.task(t).kind).has_classes]
         accs = [a for a in accs if math.isfinite(a)]
         mean_acc = sum(accs) / len(accs) if accs else -math.inf
         options.append((len(heads), mean_acc, crop, heads))

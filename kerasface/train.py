@@ -277,10 +277,6 @@ def recalibrate_batchnorm(model, batches) -> int:
     return count
 
 
-class Stop(Exception):
-    """Raised from the signal handler so the loop can checkpoint before exiting."""
-
-
 class Trainer:
     """Trains one Unit through its stages, with checkpoints, evaluation and early stopping."""
 

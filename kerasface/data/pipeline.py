@@ -22,10 +22,6 @@ from kerasface.data.augment import augment_batch
 from kerasface.data.tfrecord import MANIFEST, feature_spec
 
 
-def records_dir(data: DataConfig, crop: str | None = None) -> Path:
-    return Path(data.tfrecords) if data.tfrecords else Path("tfrecords") / f"{data.dataset}-{crop or data.crop}"
-
-
 def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -85,7 +81,7 @@ def build_dataset(
     channels: int,
     batch_size: int,
     training: bool,
-    folder: str | Path | None = None,
+    folder: str | Path,
     input_context: tf.distribute.InputContext | None = None,
     seed: int = 0,
 ) -> tf.data.Dataset:
@@ -95,7 +91,7 @@ def build_dataset(
     reads its own subset of files (or of records, when there are fewer files than pipelines) and
     `batch_size` is the per-replica batch.
     """
-    folder = Path(folder) if folder else records_dir(data)
+    folder = Path(folder)
     manifest = read_manifest(folder)
     attributes = list(manifest["attributes"])
     files = split_files(folder, split)

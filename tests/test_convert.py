@@ -1,4 +1,4 @@
-"""MTFL -> TFRecord conversion: round trip, skipped files, manifest, interruption."""
+"""MTFL -> TFRecord conversion: round trip, skipped files and errors, manifest, interruption."""
 
 import json
 
@@ -83,6 +83,42 @@ def test_interrupted_conversion_leaves_no_final_named_shard(tmp_path, monkeypatc
         convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)
     assert not list(out.glob("*.tfrecord")) and not (out / "manifest.json").exists()
     assert not list(out.glob("*.partial"))
+
+
+def _snapshot(folder):
+    """Everything below `folder`, hidden entries included: file -> its bytes, folder -> None."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_any_per_image_error_is_skipped_listed_or_fatal_with_strict(tmp_path, monkeypatch, capsys):
+    truth = write_tiny_mtfl(tmp_path / "MTFL")
+    bad = sorted(p for p in truth if p.startswith("AFLW"))[0]
+    real_crop = convert_module.apply_crop
+
+    def crop_failing_on_bad(scheme, image, landmarks):  # as a crop scheme can on odd landmarks
+        if np.allclose(landmarks, truth[bad][1], atol=1e-3):
+            raise ValueError("landmarks outside the image\n(second line of the message)")
+        return real_crop(scheme, image, landmarks)
+
+    monkeypatch.setattr(convert_module, "apply_crop", crop_failing_on_bad)
+    manifest = convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "out", workers=1, progress=False)
+    assert manifest["skipped"] == [{"path": bad, "split": "test",
+                                    "reason": "ValueError: landmarks outside the image (second line of the message)"}]
+    assert manifest["splits"]["test"]["records"] == 3
+    _, records = read_records(tmp_path / "out", "test")
+    assert bad not in records and len(records) == 3
+    args = ["--dataset", "mtfl", "--root", str(tmp_path / "MTFL"), "--workers", "1"]
+    assert main(args + ["--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 13 records" in out and "skipped 1" in out
+    assert f"  skipped {bad}: ValueError: landmarks outside the image" in out
+    assert main(args + ["--out", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the progress bar, then the error
+    assert [line for line in err if line.startswith("error:")] == err[-1:]
+    assert err[-1].startswith(f"error: {tmp_path / 'MTFL' / bad}: ValueError: landmarks outside")
+    assert err[-1].endswith("(--strict)")
+    assert not (tmp_path / "strict").exists() or _snapshot(tmp_path / "strict") == {}
 
 
 def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):

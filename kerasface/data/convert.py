@@ -5,8 +5,10 @@
 Images are read, cropped by a named crop scheme (kerasface.faces.crops) and stored encoded, with
 landmarks (in crop pixels) and every label. Work is spread over processes; shards are written
 under temporary names and renamed when complete, and manifest.json is written last, so an
-interrupted run never leaves output that looks finished. Missing or corrupt images are skipped,
-counted and listed in the manifest (`--strict` makes them fatal).
+interrupted run never leaves output that looks finished. An image that cannot be used (missing,
+corrupt, no face found, or any error while cropping or encoding it) is skipped, counted and listed
+with its reason in the manifest and the summary; `--strict` makes the first one fatal, with one
+line naming the file.
 
 This module's top level imports no TensorFlow so that worker processes start light.
 """
@@ -28,7 +30,10 @@ from PIL import Image
 from kerasface.cli import EXPECTED, run_command
 from kerasface.data import DATASETS, FaceAnnotation
 from kerasface.faces.crops import CROPS, apply_crop
-from kerasface.faces.images import ImageError, load_image
+from kerasface.faces.images import ImageError, load_image, one_line
+
+
+SHOWN_SKIPS = 20  # skipped images the command line lists; the manifest lists them all
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ def prepare(job: Job) -> Prepared:
         return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels)
     except ImageError as exc:
         reason = str(exc).split(": ", 1)[-1]  # the message starts with the path, listed separately
+    except Exception as exc:  # a crop or encoder failing on one image (ValueError, cv2.error, ...)
+        reason = f"{type(exc).__name__}: {one_line(exc) or 'no message'}"
     return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, reason)
 
 
@@ -206,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
         print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "
               f"skipped {len(manifest['skipped'])}")
-        for item in manifest["skipped"][:20]:
+        for item in manifest["skipped"][:SHOWN_SKIPS]:
             print(f"  skipped {item['path']}: {item['reason']}")
+        if len(manifest["skipped"]) > SHOWN_SKIPS:
+            print(f"  ... and {len(manifest['skipped']) - SHOWN_SKIPS} more, every one listed under "
+                  f"\"skipped\" in {Path(args.out) / 'manifest.json'}")
 
     return run_command(body, EXPECTED + (RuntimeError,))  # RuntimeError: a --strict failure
 

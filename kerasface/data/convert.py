@@ -3,12 +3,14 @@
     python -m kerasface.data.convert --dataset mtfl --root PATH --out tfrecords/mtfl [--crop nose_centred_150]
 
 Images are read, cropped by a named crop scheme (kerasface.faces.crops) and stored encoded, with
-landmarks (in crop pixels) and every label. Work is spread over processes; shards are written
-under temporary names and renamed when complete, and manifest.json is written last, so an
-interrupted run never leaves output that looks finished. An image that cannot be used (missing,
-corrupt, no face found, or any error while cropping or encoding it) is skipped, counted and listed
-with its reason in the manifest and the summary; `--strict` makes the first one fatal, with one
-line naming the file.
+landmarks (in crop pixels) and every label. Work is spread over processes. A new conversion is
+written into a hidden staging folder inside OUT (`.partial-<pid>/`, which no reader looks at) and
+only published when complete: the old manifest goes, the new shards move into OUT by rename, old
+shards it does not list go, and the new manifest.json comes last. Until then the previous
+conversion in OUT stays complete and readable, so a failure or Ctrl-C loses nothing; other files in
+OUT are left alone. An image that cannot be used (missing, corrupt, no face found, or any error
+while cropping or encoding it) is skipped, counted and listed with its reason in the manifest and
+the summary; `--strict` makes the first one fatal, with one line naming the file.
 
 This module's top level imports no TensorFlow so that worker processes start light.
 """
@@ -19,6 +21,7 @@ import argparse
 import io
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -120,8 +123,7 @@ def convert(
     """Convert `dataset` at `root` into `out`; returns the manifest written there."""
     from tqdm import tqdm
 
-    from kerasface.config import write_json
-    from kerasface.data.tfrecord import MANIFEST, SCHEMA_VERSION, ShardedWriter, make_example, sha256_file
+    from kerasface.data.tfrecord import SCHEMA_VERSION, ShardedWriter, make_example, sha256_file
 
     spec = DATASETS.get(dataset)
     scheme = CROPS.get(crop)
@@ -130,10 +132,10 @@ def convert(
     if limit:
         splits = {name: faces[:limit] for name, faces in splits.items()}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # A new conversion replaces the old one: remove its finished files first so no mix remains.
-    for old in list(out.glob("*.tfrecord")) + list(out.glob("*.partial")) + [out / MANIFEST]:
-        old.unlink(missing_ok=True)
+    staging = out / f".partial-{os.getpid()}"  # the new conversion, until it is complete
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
 
     jobs = [
         Job(i, split, str(root_path), face, crop, image_format, quality)
@@ -141,11 +143,13 @@ def convert(
         for i, face in enumerate(faces)
     ]
     workers = workers or min(os.cpu_count() or 1, 8)
-    writers = {split: ShardedWriter(out, split, max(1, min(shards, len(faces)))) for split, faces in splits.items()}
     counts = {split: {name: dict.fromkeys(labels, 0) for name, labels in spec.labels.items()} for split in splits}
     skipped: list[dict] = []
     started = time.perf_counter()
+    writers: dict[str, ShardedWriter] = {}
     try:
+        for split, faces in splits.items():
+            writers[split] = ShardedWriter(staging, split, max(1, min(shards, len(faces))))
         bar = tqdm(_run_jobs(jobs, workers), total=len(jobs), desc=f"convert {dataset}", unit="img",
                    disable=not progress, file=sys.stderr)
         for item in bar:
@@ -163,32 +167,49 @@ def convert(
                 if value >= 0:
                     counts[item.split][name][spec.labels[name][value]] += 1
         files = {split: [p.name for p in writer.close()] for split, writer in writers.items()}
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": dataset,
+            "crop": crop,
+            "image_size": list(scheme.size) if scheme.size else None,
+            "channels": 1 if scheme.grayscale else 3,
+            "image_format": image_format,
+            "attributes": {name: list(labels) for name, labels in spec.labels.items()},
+            "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "splits": {
+                split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
+                for split in splits
+            },
+            "skipped": skipped,
+            "sources": {str(p.relative_to(root_path)): sha256_file(p) for p in spec.source_files(root_path)},
+            "seconds": round(time.perf_counter() - started, 2),
+        }
     except BaseException:
         for writer in writers.values():
             writer.abort()
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    seconds = time.perf_counter() - started
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "dataset": dataset,
-        "crop": crop,
-        "image_size": list(scheme.size) if scheme.size else None,
-        "channels": 1 if scheme.grayscale else 3,
-        "image_format": image_format,
-        "attributes": {name: list(labels) for name, labels in spec.labels.items()},
-        "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "splits": {
-            split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
-            for split in splits
-        },
-        "skipped": skipped,
-        "sources": {str(p.relative_to(root_path)): sha256_file(p) for p in spec.source_files(root_path)},
-        "seconds": round(seconds, 2),
-    }
-    write_json(out / MANIFEST, manifest)
+    _publish(staging, out, manifest)
     return manifest
+
+
+def _publish(staging: Path, out: Path, manifest: dict) -> None:
+    """Replace the conversion in `out` by the complete one in `staging`: renames only, so the
+    folder is without a manifest (unfinished, never read) for as long as a few renames take."""
+    from kerasface.config import write_json
+    from kerasface.data.tfrecord import MANIFEST
+
+    new = {name for split in manifest["splits"].values() for name in split["files"]}
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in new:
+        os.replace(staging / name, out / name)
+    for old in list(out.glob("*.tfrecord")) + list(out.glob("*.partial")):
+        if old.name not in new:  # shards of the old conversion the new one does not have
+            old.unlink()
+    write_json(out / MANIFEST, manifest)
+    staging.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,8 +65,9 @@ predicted landmark outputs as crosses), keeping the folder structure below each 
 
 Exit status: 0 when every image was read and predicted (images without faces included), 1 when
 some failed (they are in the output with "error" and in the summary), 2 for a bad model or bad
-arguments. A progress bar (tqdm) and a closing summary (images, faces, failures, images/s) go to
-stderr.
+arguments, 130 when interrupted (Ctrl-C): the images finished by then are kept, with --out FILE
+as complete records in FILE (never a line or an image's rows cut short), and stderr says how many.
+A progress bar (tqdm) and a closing summary (images, faces, failures, images/s) go to stderr.
 
 Python API:
     import kerasface

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -21,11 +22,17 @@ from kerasface.predict.tables import table_columns, table_rows
 
 
 class OutputWriter:
-    """JSON lines or CSV to stdout or to a temporary file renamed to FILE at the end."""
+    """JSON lines or CSV, one complete record per image, to stdout or to FILE.
+
+    FILE is written under a temporary name beside it and renamed at the end: `close(keep=True)`
+    (also after Ctrl-C) puts the records written so far in FILE, cut back to the last complete one,
+    and `close(keep=False)` leaves no file at all.
+    """
 
     def __init__(self, out: str | None, fmt: str, columns: list[str]):
         self.out = Path(out) if out else None
         self.tmp: Path | None = None
+        self.fh = None  # the temporary file (binary, so that its complete length is known); None: stdout
         if self.out is not None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent)
@@ -33,32 +40,54 @@ class OutputWriter:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result is an ordinary file
-            self.fh = os.fdopen(fd, "w", newline="" if fmt == "csv" else None, encoding="utf-8")
-        else:
-            self.fh = sys.stdout
+            self.fh = os.fdopen(fd, "wb")
         self.fmt = fmt
         self.columns = columns
+        self.records = 0  # images whose record is complete in the output
+        self._complete = 0  # bytes of the temporary file that hold complete records
         if fmt == "csv":
-            self.csv = csv.DictWriter(self.fh, fieldnames=columns, extrasaction="ignore")
-            self.csv.writeheader()
+            header = io.StringIO()
+            csv.DictWriter(header, fieldnames=columns).writeheader()
+            self._emit(header.getvalue())
+
+    def _format(self, result: ImageResult) -> str:
+        """The image's whole record (all its CSV rows), so that it is written in one piece."""
+        if self.fmt != "csv":
+            return json.dumps(result.to_dict()) + "\n"
+        text = io.StringIO()
+        rows = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        for row in table_rows(result, self.columns):
+            rows.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        return text.getvalue()
+
+    def _emit(self, text: str) -> None:
+        if self.fh is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        data = text.encode("utf-8")
+        self.fh.write(data)
+        self._complete += len(data)
 
     def write(self, result: ImageResult) -> None:
-        if self.fmt == "csv":
-            for row in table_rows(result, self.columns):
-                self.csv.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        else:
-            self.fh.write(json.dumps(result.to_dict()) + "\n")
-        if self.out is None:
-            self.fh.flush()
+        self._emit(self._format(result))
+        self.records += 1
 
-    def close(self, ok: bool = True) -> None:
-        if self.out is None:
-            self.fh.flush()
+    @property
+    def target(self) -> str:
+        return str(self.out) if self.out is not None else "stdout"
+
+    def close(self, keep: bool = True) -> None:
+        if self.fh is None:
+            sys.stdout.flush()
             return
-        self.fh.close()
-        if ok:
-            os.replace(self.tmp, self.out)
-        else:
+        try:
+            if keep:
+                self.fh.truncate(self._complete)  # a record that Ctrl-C cut short is not kept
+            self.fh.close()
+            if keep:
+                os.replace(self.tmp, self.out)
+        finally:
             self.tmp.unlink(missing_ok=True)
 
 
@@ -75,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "grpc://host:port/NAME or http://host:port/NAME; repeat for several; ALIAS=MODEL names it")
     p.add_argument("--format", choices=("jsonl", "json", "csv"), default="jsonl",
                    help="jsonl: one JSON object per image (default); csv: one row per face")
-    p.add_argument("--out", metavar="FILE", help="write the output here (default: stdout)")
+    p.add_argument("--out", metavar="FILE", help="write the output here (default: stdout); after Ctrl-C it "
+                   "holds the complete records of the images finished by then")
     p.add_argument("--annotate", metavar="DIR", help="write annotated copies of the images here")
     p.add_argument("--face", default="all", choices=("all", "largest", "centre", "center"),
                    help="which faces to report: all (default), the largest, or the one closest to the centre")
@@ -109,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("predict: interrupted while loading the models; nothing written", file=sys.stderr)
+        return 130
     fmt = "csv" if args.format == "csv" else "jsonl"
     summary = Summary()
     t0 = time.perf_counter()
-    writer = None
+    writer = bar = None
     stopped = False
     try:
         items = expand_inputs(args.paths)
@@ -129,15 +162,24 @@ def main(argv: list[str] | None = None) -> int:
                     break
         bar.close()
         summary.seconds = time.perf_counter() - t0
-        writer.close(ok=True)
-    except KeyboardInterrupt:
+        writer.close(keep=True)
+    except KeyboardInterrupt:  # what was computed is kept: a long run stopped by Ctrl-C is not lost
+        if bar is not None:
+            bar.close()
+        kept = "nothing written"
         if writer is not None:
-            writer.close(ok=False)
-        print("interrupted", file=sys.stderr)
+            writer.close(keep=True)
+            kept = f"{writer.records} image(s) written to {writer.target}"
+        summary.seconds = time.perf_counter() - t0
+        print(f"predict: interrupted; {kept} ({summary})", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         sys.stdout = open(os.devnull, "w")
         return 141
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
     finally:
         predictor.close()
     note = " (stopped: --strict)" if stopped else ""

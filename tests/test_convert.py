@@ -1,4 +1,4 @@
-"""MTFL -> TFRecord conversion: round trip, skipped files, manifest, interruption."""
+"""MTFL -> TFRecord conversion: round trip, skipped files and errors, manifest, interruption, reconversion."""
 
 import json
 
@@ -68,23 +68,90 @@ def test_missing_and_corrupt_images_are_skipped_listed_or_fatal_with_strict(tmp_
         convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "strict", workers=1, strict=True, progress=False)
 
 
-def test_interrupted_conversion_leaves_no_final_named_shard(tmp_path, monkeypatch):
-    write_tiny_mtfl(tmp_path / "MTFL")
-    out = tmp_path / "out"
-    convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)  # an old, finished conversion
+def _snapshot(folder):
+    """Everything below `folder`, hidden entries included: file -> its bytes, folder -> None."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def _die_at(monkeypatch, n):
+    """Make the n-th prepared image raise KeyboardInterrupt (Ctrl-C in the middle of a conversion)."""
     real_prepare, calls = convert_module.prepare, []
 
     def dying_prepare(job):
         calls.append(job)
-        if len(calls) == 7:
+        if len(calls) == n:
             raise KeyboardInterrupt
         return real_prepare(job)
 
     monkeypatch.setattr(convert_module, "prepare", dying_prepare)
+
+
+def test_interrupted_conversion_keeps_the_previous_one_intact(tmp_path, monkeypatch):
+    write_tiny_mtfl(tmp_path / "MTFL")
+    out = tmp_path / "out"
+    convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)  # an old, finished conversion
+    (out / "NOTES.txt").write_text("the user's own file\n")
+    before = _snapshot(out)
+    _die_at(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=2, progress=False)
+    assert _snapshot(out) == before  # same files, same bytes: nothing half-written, no staging left
+    manifest, records = read_records(out, "train")
+    assert len(records) == manifest["splits"]["train"]["records"] == 8
+
+
+def test_interrupted_first_conversion_leaves_nothing_that_looks_finished(tmp_path, monkeypatch):
+    write_tiny_mtfl(tmp_path / "MTFL")
+    out = tmp_path / "out"
+    _die_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)
-    assert not list(out.glob("*.tfrecord")) and not (out / "manifest.json").exists()
-    assert not list(out.glob("*.partial"))
+    assert _snapshot(out) == {}
+
+
+def test_reconversion_replaces_the_shards_and_keeps_other_files(tmp_path):
+    write_tiny_mtfl(tmp_path / "MTFL")
+    out = tmp_path / "out"
+    convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=4, progress=False)
+    (out / "NOTES.txt").write_text("the user's own file\n")
+    manifest = convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=2, progress=False)
+    listed = {name for split in manifest["splits"].values() for name in split["files"]}
+    assert sorted(p.name for p in out.iterdir()) == sorted(listed | {"manifest.json", "NOTES.txt"})
+    assert "train-00000-of-00002.tfrecord" in listed
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    _, records = read_records(out, "train")
+    assert len(records) == 8
+
+
+def test_any_per_image_error_is_skipped_listed_or_fatal_with_strict(tmp_path, monkeypatch, capsys):
+    truth = write_tiny_mtfl(tmp_path / "MTFL")
+    bad = sorted(p for p in truth if p.startswith("AFLW"))[0]
+    real_crop = convert_module.apply_crop
+
+    def crop_failing_on_bad(scheme, image, landmarks):  # as a crop scheme can on odd landmarks
+        if np.allclose(landmarks, truth[bad][1], atol=1e-3):
+            raise ValueError("landmarks outside the image\n(second line of the message)")
+        return real_crop(scheme, image, landmarks)
+
+    monkeypatch.setattr(convert_module, "apply_crop", crop_failing_on_bad)
+    manifest = convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "out", workers=1, progress=False)
+    assert manifest["skipped"] == [{"path": bad, "split": "test",
+                                    "reason": "ValueError: landmarks outside the image (second line of the message)"}]
+    assert manifest["splits"]["test"]["records"] == 3
+    _, records = read_records(tmp_path / "out", "test")
+    assert bad not in records and len(records) == 3
+    args = ["--dataset", "mtfl", "--root", str(tmp_path / "MTFL"), "--workers", "1"]
+    assert main(args + ["--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 13 records" in out and "skipped 1" in out
+    assert f"  skipped {bad}: ValueError: landmarks outside the image" in out
+    assert main(args + ["--out", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the progress bar, then the error
+    assert [line for line in err if line.startswith("error:")] == err[-1:]
+    assert err[-1].startswith(f"error: {tmp_path / 'MTFL' / bad}: ValueError: landmarks outside")
+    assert err[-1].endswith("(--strict)")
+    assert not (tmp_path / "strict").exists() or _snapshot(tmp_path / "strict") == {}
 
 
 def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):

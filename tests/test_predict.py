@@ -275,6 +275,56 @@ def test_json_output_round_trips_with_the_documented_fields(models_dir, photos, 
         records[1]["faces"][0]["attributes"]["faces"]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_ctrl_c_keeps_the_finished_images_in_the_out_file(models_dir, photos, tmp_path, capsys, monkeypatch, fmt):
+    """KeyboardInterrupt after 3 images (the third has two faces: two CSV rows): FILE holds exactly
+    the three complete records, stderr says so, no temporary file is left."""
+    from kerasface.predict.predictor import Predictor
+
+    real_run = Predictor.run
+
+    def interrupted_run(self, inputs):
+        for n, result in enumerate(real_run(self, inputs)):
+            if n == 3:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(Predictor, "run", interrupted_run)
+    target = tmp_path / f"faces.{fmt}"
+    rc, out, err = run_cli([str(photos / "astronaut.jpg"), str(photos / "noise.png"), str(photos / "group"),
+                            str(photos / "empty.png"), "--model", str(models_dir / "faces"), "--out", str(target),
+                            "--format", fmt, "--batch-size", "1"], capsys)
+    assert rc == 130 and out == ""
+    assert f"interrupted; 3 image(s) written to {target}" in err.strip().splitlines()[-1]
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    if fmt == "jsonl":
+        records = [json.loads(line) for line in target.read_text().splitlines()]
+        assert [Path(r["path"]).name for r in records] == ["astronaut.jpg", "noise.png", "two_faces.png"]
+        assert [len(r["faces"]) for r in records] == [1, 0, 2]
+    else:
+        rows = list(csv.DictReader(io.StringIO(target.read_text())))
+        assert [Path(r["path"]).name for r in rows] == ["astronaut.jpg", "noise.png", "two_faces.png", "two_faces.png"]
+
+
+def test_out_file_keeps_only_complete_records(tmp_path):
+    """A write that Ctrl-C cut short (bytes past the last record) is cut back on close."""
+    from kerasface.predict.cli import OutputWriter
+    from kerasface.predict.results import ImageResult
+
+    target = tmp_path / "out.jsonl"
+    writer = OutputWriter(str(target), "jsonl", [])
+    writer.write(ImageResult("a.jpg", 4, 3))
+    writer.write(ImageResult("b.jpg", error="b.jpg: no such file"))
+    writer.fh.write(b'{"path": "c.jpg", "wid')  # what an interrupted write leaves
+    writer.close(keep=True)
+    assert target.read_text().splitlines() == ['{"path": "a.jpg", "width": 4, "height": 3, "faces": []}',
+                                               '{"path": "b.jpg", "error": "b.jpg: no such file"}']
+    assert writer.records == 2 and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+    dropped = OutputWriter(str(tmp_path / "dropped.csv"), "csv", ["path", "error"])
+    dropped.close(keep=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
 def test_csv_output_and_results_table(models, models_dir, photos, capsys):
     rc, out, _ = run_cli([str(photos / "group"), str(photos / "noise.png"),
                           str(photos / "empty.png"), "--model", str(models_dir / "faces"), "--format", "csv"], capsys)

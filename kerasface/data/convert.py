@@ -3,10 +3,14 @@
     python -m kerasface.data.convert --dataset mtfl --root PATH --out tfrecords/mtfl [--crop nose_centred_150]
 
 Images are read, cropped by a named crop scheme (kerasface.faces.crops) and stored encoded, with
-landmarks (in crop pixels) and every label. Work is spread over processes; shards are written
-under temporary names and renamed when complete, and manifest.json is written last, so an
-interrupted run never leaves output that looks finished. Missing or corrupt images are skipped,
-counted and listed in the manifest (`--strict` makes them fatal).
+landmarks (in crop pixels) and every label. Work is spread over processes. A new conversion is
+written into a hidden staging folder inside OUT (`.partial-<pid>/`, which no reader looks at) and
+only published when complete: the old manifest goes, the new shards move into OUT by rename, old
+shards it does not list go, and the new manifest.json comes last. Until then the previous
+conversion in OUT stays complete and readable, so a failure or Ctrl-C loses nothing; other files in
+OUT are left alone. An image that cannot be used (missing, corrupt, no face found, or any error
+while cropping or encoding it) is skipped, counted and listed with its reason in the manifest and
+the summary; `--strict` makes the first one fatal, with one line naming the file.
 
 This module's top level imports no TensorFlow so that worker processes start light.
 """
@@ -17,6 +21,7 @@ import argparse
 import io
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +33,10 @@ from PIL import Image
 from kerasface.cli import EXPECTED, run_command
 from kerasface.data import DATASETS, FaceAnnotation
 from kerasface.faces.crops import CROPS, apply_crop
-from kerasface.faces.images import ImageError, load_image
+from kerasface.faces.images import ImageError, load_image, one_line
+
+
+SHOWN_SKIPS = 20  # skipped images the command line lists; the manifest lists them all
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def prepare(job: Job) -> Prepared:
         return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels)
     except ImageError as exc:
         reason = str(exc).split(": ", 1)[-1]  # the message starts with the path, listed separately
+    except Exception as exc:  # a crop or encoder failing on one image (ValueError, cv2.error, ...)
+        reason = f"{type(exc).__name__}: {one_line(exc) or 'no message'}"
     return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, reason)
 
 
@@ -113,8 +123,7 @@ def convert(
     """Convert `dataset` at `root` into `out`; returns the manifest written there."""
     from tqdm import tqdm
 
-    from kerasface.config import write_json
-    from kerasface.data.tfrecord import MANIFEST, SCHEMA_VERSION, ShardedWriter, fold_ranks, make_example, sha256_file
+    from kerasface.data.tfrecord import SCHEMA_VERSION, ShardedWriter, fold_ranks, make_example, sha256_file
 
     spec = DATASETS.get(dataset)
     scheme = CROPS.get(crop)
@@ -123,10 +132,10 @@ def convert(
     if limit:
         splits = {name: faces[:limit] for name, faces in splits.items()}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # A new conversion replaces the old one: remove its finished files first so no mix remains.
-    for old in list(out.glob("*.tfrecord")) + list(out.glob("*.partial")) + [out / MANIFEST]:
-        old.unlink(missing_ok=True)
+    staging = out / f".partial-{os.getpid()}"  # the new conversion, until it is complete
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
 
     jobs = [
         Job(i, split, str(root_path), face, crop, image_format, quality)
@@ -134,7 +143,6 @@ def convert(
         for i, face in enumerate(faces)
     ]
     workers = workers or min(os.cpu_count() or 1, 8)
-    writers = {split: ShardedWriter(out, split, max(1, min(shards, len(faces)))) for split, faces in splits.items()}
     labels = spec.label_specs
     classes = {name: label.names for name, label in labels.items() if label.type == "class"}
     counts = {split: {name: dict.fromkeys(names, 0) for name, names in classes.items()} for split in splits}
@@ -144,7 +152,10 @@ def convert(
     ranks = dict(zip(pool, fold_ranks([splits[s][i] for s, i in pool], strata, seed)))
     skipped: list[dict] = []
     started = time.perf_counter()
+    writers: dict[str, ShardedWriter] = {}
     try:
+        for split, faces in splits.items():
+            writers[split] = ShardedWriter(staging, split, max(1, min(shards, len(faces))))
         bar = tqdm(_run_jobs(jobs, workers), total=len(jobs), desc=f"convert {dataset}", unit="img",
                    disable=not progress, file=sys.stderr)
         for item in bar:
@@ -163,34 +174,51 @@ def convert(
                 if name in classes and value >= 0:
                     counts[item.split][name][classes[name][value]] += 1
         files = {split: [p.name for p in writer.close()] for split, writer in writers.items()}
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": dataset,
+            "crop": crop,
+            "image_size": list(scheme.size) if scheme.size else None,
+            "channels": 1 if scheme.grayscale else 3,
+            "image_format": image_format,
+            "attributes": {name: list(names) for name, names in classes.items()},  # schema v1 readers
+            "labels": {name: label.to_json() for name, label in labels.items()},
+            "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
+            "val_fraction": val_fraction,
+            "fold_rank": {"splits": ["train", "val"], "stratified_by": strata},
+            "seed": seed,
+            "splits": {
+                split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
+                for split in splits
+            },
+            "skipped": skipped,
+            "sources": {str(p.relative_to(root_path)): sha256_file(p) for p in spec.source_files(root_path)},
+            "seconds": round(time.perf_counter() - started, 2),
+        }
     except BaseException:
         for writer in writers.values():
             writer.abort()
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    seconds = time.perf_counter() - started
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "dataset": dataset,
-        "crop": crop,
-        "image_size": list(scheme.size) if scheme.size else None,
-        "channels": 1 if scheme.grayscale else 3,
-        "image_format": image_format,
-        "attributes": {name: list(names) for name, names in classes.items()},  # schema v1 readers
-        "labels": {name: label.to_json() for name, label in labels.items()},
-        "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
-        "val_fraction": val_fraction,
-        "fold_rank": {"splits": ["train", "val"], "stratified_by": strata},
-        "seed": seed,
-        "splits": {
-            split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
-            for split in splits
-        },
-        "skipped": skipped,
-        "sources": {str(p.relative_to(root_path)): sha256_file(p) for p in spec.source_files(root_path)},
-        "seconds": round(seconds, 2),
-    }
-    write_json(out / MANIFEST, manifest)
+    _publish(staging, out, manifest)
     return manifest
+
+
+def _publish(staging: Path, out: Path, manifest: dict) -> None:
+    """Replace the conversion in `out` by the complete one in `staging`: renames only, so the
+    folder is without a manifest (unfinished, never read) for as long as a few renames take."""
+    from kerasface.config import write_json
+    from kerasface.data.tfrecord import MANIFEST
+
+    new = {name for split in manifest["splits"].values() for name in split["files"]}
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in new:
+        os.replace(staging / name, out / name)
+    for old in list(out.glob("*.tfrecord")) + list(out.glob("*.partial")):
+        if old.name not in new:  # shards of the old conversion the new one does not have
+            old.unlink()
+    write_json(out / MANIFEST, manifest)
+    staging.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
         print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "
               f"skipped {len(manifest['skipped'])}")
-        for item in manifest["skipped"][:20]:
+        for item in manifest["skipped"][:SHOWN_SKIPS]:
             print(f"  skipped {item['path']}: {item['reason']}")
+        if len(manifest["skipped"]) > SHOWN_SKIPS:
+            print(f"  ... and {len(manifest['skipped']) - SHOWN_SKIPS} more, every one listed under "
+                  f"\"skipped\" in {Path(args.out) / 'manifest.json'}")
 
     return run_command(body, EXPECTED + (RuntimeError,))  # RuntimeError: a --strict failure
 

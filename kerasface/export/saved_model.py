@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kerasface.export.graph import (BYTES_INPUT, EXAMPLES_INPUT, FLOAT_INPUT, PREPROCESSING, RESIZE,
-                                    ServingGraph)
-from kerasface.export.run import Run, Selection, metric_summary
+from kerasface.export.description import (colour_mode, describe_answers, describe_input, describe_preprocessing,
+                                          describe_source)
+from kerasface.export.graph import BYTES_INPUT, EXAMPLES_INPUT, FLOAT_INPUT, ServingGraph
+from kerasface.export.run import Run, Selection
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -137,37 +138,6 @@ def warmup_records(graph: ServingGraph, name: str, crop_hw: tuple[int, int]) -> 
     return records
 
 
-def describe_outputs(graph: ServingGraph, selection: Selection) -> dict:
-    out = {}
-    for task in graph.tasks:
-        unit = selection.heads[task.name]
-        entry = {
-            "kind": task.kind,
-            "labels": list(task.labels),
-            "dtype": "float32",
-            "shape": [-1, task.size],
-            "meaning": ("softmax probabilities, in the order of labels" if task.kind == "classification" else
-                        "x1, y1, ..., x5, y5 in pixels of the input crop (left eye, right eye, nose, "
-                        "left and right mouth corners)"),
-            "unit": unit.name,
-            "model_key": unit.model_key,
-            "val": metric_summary(unit, task, "val"),
-            "test": metric_summary(unit, task, "test"),
-        }
-        out[task.name] = entry
-    return out
-
-
-def describe_heads(graph: ServingGraph) -> list[dict]:
-    heads = []
-    for h in graph.heads:
-        d = h.unit.describe()
-        d["answers"] = [t.name for t in h.tasks]
-        d["model_file"] = str(h.unit.model_path)
-        heads.append(d)
-    return heads
-
-
 def crop_size(graph: ServingGraph) -> tuple[int, int]:
     from kerasface.faces.crops import CROPS
 
@@ -190,24 +160,19 @@ def export_description(graph: ServingGraph, run: Run, selection: Selection, name
         "name": name,
         "version": version,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(run.folder.resolve()),
-        "paper": run.name,
+        **describe_source(run),
         "crop": crop,
         "crop_size": list(scheme.size) if scheme and scheme.size else None,
         "crop_grayscale": bool(scheme.grayscale) if scheme else None,
-        "input_size": list(graph.input_size),
-        "channels": graph.channels,
+        **describe_input(graph),
         "preprocessing": {
             "float_input": (f"float32 [batch, {graph.input_size[0]}, {graph.input_size[1]}, {graph.channels}] "
                             f"in [0, 255] ({'RGB' if graph.channels == 3 else 'grayscale'}) of the "
                             f"{crop!r} crop" + ("" if graph.single else
                                                 "; each head converts colour and resizes in the graph")),
             "bytes_input": "encoded JPEG/PNG of the crop (kerasface.faces.crops.apply_crop output), any size",
-            "steps": PREPROCESSING,
-            "resize": dict(RESIZE),
-            "range": [0, 255],
-            "dtype": "float32",
-            "color": "rgb" if graph.channels == 3 else "grayscale",
+            **describe_preprocessing(),
+            "color": colour_mode(graph.channels),
             "grayscale": "tf.image.rgb_to_grayscale (ITU-R 601 luma 0.2989, 0.5870, 0.1140)",
         },
         "inputs": {
@@ -217,10 +182,7 @@ def export_description(graph: ServingGraph, run: Run, selection: Selection, name
             "predict_examples": {EXAMPLES_INPUT: {"dtype": "string", "shape": [-1],
                                                   "feature": "image/encoded (bytes)"}},
         },
-        "outputs": describe_outputs(graph, selection),
-        "labels": graph.labels(),
-        "heads": describe_heads(graph),
-        "selection": selection.describe(),
+        **describe_answers(graph, selection),
         "signatures": signatures or {},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kerasface.export.graph import FLOAT_INPUT, PREPROCESSING, RESIZE, ServingGraph, preprocess_image
+from kerasface.export.description import (colour_mode, describe_answers, describe_input, describe_preprocessing,
+                                          describe_source)
+from kerasface.export.graph import FLOAT_INPUT, ServingGraph, preprocess_image
 from kerasface.export.run import Run, Selection, select_heads
-from kerasface.export.saved_model import describe_heads, describe_outputs
 
 QUANT_MODES = ("none", "fp16", "dynamic", "int8")
 
@@ -157,19 +158,14 @@ def tflite_description(graph: ServingGraph, run: Run, selection: Selection, quan
         "io": "float32 input and outputs" + (" (int8 inside)" if quant == "int8" else ""),
         "signature": "serving_default",
         "signatures": runner_sig,
-        "run_dir": str(run.folder.resolve()),
-        "paper": run.name,
+        **describe_source(run),
         "crop": selection.crop,
-        "input_size": list(graph.input_size),
-        "channels": graph.channels,
+        **describe_input(graph),
         "inputs": {FLOAT_INPUT: {"dtype": "float32", "shape": [1, graph.input_size[0], graph.input_size[1],
                                                                graph.channels],
-                                 "range": [0, 255], "color": "rgb" if graph.channels == 3 else "grayscale"}},
-        "preprocessing": {"steps": PREPROCESSING, "resize": dict(RESIZE), "range": [0, 255], "dtype": "float32"},
-        "outputs": describe_outputs(graph, selection),
-        "labels": graph.labels(),
-        "heads": describe_heads(graph),
-        "selection": selection.describe(),
+                                 "range": [0, 255], "color": colour_mode(graph.channels)}},
+        "preprocessing": describe_preprocessing(),
+        **describe_answers(graph, selection),
         "size_bytes": len(content),
         "ops": op_summary(content),
         "run_config": run.config,

@@ -12,7 +12,7 @@ crop it was trained on.
     crop, points = detect_and_crop(image, "gnet_aligned_face", rule="centre")   # or None
 
 Modules
-    images   load_image / to_rgb_uint8 / find_images / save_image, ImageError
+    images   load_image / to_rgb_uint8 / find_images / expand_paths / save_image, ImageError
     detect   Face, detect_faces, detect_faces_batch, select_faces / pick_face (rules "all",
              "centre", "largest", "box"), crop_face, detect_and_crop, draw_faces
     align    template, similarity_transform (Umeyama, NumPy) and similarity_transform_tf,
@@ -62,7 +62,14 @@ from kerasface.faces.detect import (
     pick_face,
     select_faces,
 )
-from kerasface.faces.images import ImageError, find_images, load_image, save_image, to_rgb_uint8
+from kerasface.faces.images import (
+    ImageError,
+    expand_paths,
+    find_images,
+    load_image,
+    save_image,
+    to_rgb_uint8,
+)
 
 __all__ = [
     "CROPS",
@@ -81,6 +88,7 @@ __all__ = [
     "detect_faces",
     "detect_faces_batch",
     "draw_faces",
+    "expand_paths",
     "face_box_from_landmarks",
     "find_images",
     "get_detector",

@@ -5,8 +5,9 @@
                                            [--threshold T] [--max-side N] [--no-progress]
     python -m kerasface.faces schemes       # the registered crop schemes
 
-PATH is an image file or a folder (searched recursively for image files). One JSON object per
-image is printed on its own line to stdout:
+PATH is an image file, a folder (searched recursively for image files) or a glob ("photos/*.jpg";
+quote it so that the shell leaves it alone). One JSON object per image is printed on its own line
+to stdout:
 
     {"path": "...", "width": W, "height": H, "faces": [{"box": [x, y, w, h], "score": s,
      "landmarks": {"left_eye": [x, y], "right_eye": ..., "nose": ..., "mouth_left": ...,
@@ -28,25 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from kerasface.faces.images import ImageError, find_images
-
-
-def _expand(paths: list[str]) -> list[tuple[Path, Path]]:
-    """[(file, name relative to its PATH argument)] in argument order."""
-    items: list[tuple[Path, Path]] = []
-    for arg in paths:
-        root = Path(arg)
-        if root.is_dir():
-            items.extend((f, f.relative_to(root)) for f in find_images([root]))
-        else:
-            items.append((root, Path(root.name)))
-    return items
-
-
-def _annotated_name(rel: Path) -> Path:
-    if rel.suffix.lower() in (".jpg", ".jpeg", ".png"):
-        return rel
-    return rel.with_name(rel.name + ".png")
+from kerasface.faces.images import ImageError, annotated_name, expand_paths
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -61,7 +44,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     det = sub.add_parser("detect", help="detect faces in images or folders; a JSON line each")
-    det.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    det.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
     det.add_argument("--annotate", metavar="DIR", help="write copies with boxes and landmarks here")
     det.add_argument("--crop", metavar="SCHEME", help="crop scheme for --out (see `schemes`)")
     det.add_argument("--out", metavar="DIR", help="write face crops here (needs --crop)")
@@ -100,7 +83,7 @@ def _detect(args) -> int:
 
     if args.crop:
         CROPS.get(args.crop)  # unknown scheme: KeyError listing the known ones
-    items = _expand(args.paths)
+    items = expand_paths(args.paths)
     annotate = Path(args.annotate) if args.annotate else None
     out = Path(args.out) if args.out else None
     n_faces = n_failed = 0
@@ -108,7 +91,7 @@ def _detect(args) -> int:
         items, desc="faces", unit="img", file=sys.stderr, disable=args.no_progress,
         dynamic_ncols=True,
     )
-    for path, rel in bar:
+    for path, _, rel in bar:
         record: dict = {"path": str(path)}
         try:
             image = load_image(path)
@@ -121,7 +104,7 @@ def _detect(args) -> int:
             record.update(width=int(image.shape[1]), height=int(image.shape[0]))
             record["faces"] = [f.to_dict() for f in faces]
             if annotate is not None:
-                save_image(annotate / _annotated_name(rel), draw_faces(image, faces), quality=92)
+                save_image(annotate / annotated_name(rel), draw_faces(image, faces), quality=92)
             if out is not None:
                 chosen = {id(f) for f in select_faces(faces, args.rule, image_shape=image.shape)}
                 for k, face in enumerate(faces):

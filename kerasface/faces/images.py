@@ -8,15 +8,20 @@
 - A missing, truncated, non-image or undecodable file raises `ImageError("<path>: <why>")`,
   a single line that names the file. Images above Pillow's decompression-bomb limit
   (`PIL.Image.MAX_IMAGE_PIXELS` x 2, about 179 Mpx) are refused the same way.
+
+`expand_paths` turns command-line PATH arguments (files, folders, globs) into images and
+`annotated_name` names their annotated copies, for every command that reads photos
+(`python -m kerasface.faces`, `python -m kerasface.predict`).
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterable, Union
+from typing import BinaryIO, Iterable, NamedTuple, Union
 
 import numpy as np
 
@@ -32,7 +37,7 @@ class ImageError(ValueError):
     """An image that cannot be read; the message is one line and starts with the file's name."""
 
 
-def _one_line(text: str) -> str:
+def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
@@ -75,11 +80,11 @@ def load_image(source: Source) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (unknown format)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({_one_line(exc)})") from None
+        raise ImageError(f"{name}: image too large ({one_line(exc)})") from None
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        why = _one_line(exc) or type(exc).__name__
+        why = one_line(exc) or type(exc).__name__
         if "truncated" in why.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{name}: truncated or corrupt image file ({why})") from None
         raise ImageError(f"{name}: cannot decode image ({why})") from None
@@ -169,6 +174,66 @@ def find_images(paths: Iterable[Source], recursive: bool = True) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+GLOB_CHARS = frozenset("*?[")
+
+
+class FoundImage(NamedTuple):
+    """One image named on a command line: the file, its name as reported, and its name relative
+    to the PATH argument that found it (annotated copies and crops keep that folder structure)."""
+
+    path: Path
+    name: str
+    rel: Path
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[FoundImage]:
+    """PATH arguments -> images, in argument order: a file as given (whatever its extension); a
+    folder's image files (recursive, sorted); a glob's matches ("photos/*.jpg", "photos/**/*.png",
+    recursive; a pattern ending in "*" or "**" keeps image files only). A path that does not exist
+    and matches nothing is kept, so that reading it reports it."""
+    found: list[FoundImage] = []
+    for arg in paths:
+        text = os.fspath(arg)
+        path = Path(text)
+        if path.is_dir():
+            found.extend(FoundImage(f, str(f), f.relative_to(path)) for f in find_images([path]))
+        elif not path.exists() and GLOB_CHARS & set(text):
+            wild_tail = path.name in ("*", "**")
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))
+                       if Path(m).is_file() and (not wild_tail or Path(m).suffix.lower() in IMAGE_EXTENSIONS)]
+            if not matches:
+                found.append(FoundImage(path, text, Path(path.name)))
+            fixed = Path(*_leading_fixed(path.parts))
+            for m in matches:
+                try:
+                    rel = m.relative_to(fixed)
+                except ValueError:
+                    rel = Path(m.name)
+                found.append(FoundImage(m, str(m), rel))
+        else:
+            found.append(FoundImage(path, text, Path(path.name)))
+    return found
+
+
+def _leading_fixed(parts: Iterable[str]) -> list[str]:
+    """The folders of a glob before its first wildcard: matches are named relative to them."""
+    parts = list(parts)
+    fixed = []
+    for part in parts[:-1]:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return fixed or ["."]
+
+
+def annotated_name(rel: Path) -> Path:
+    """Where the annotated copy of image `rel` goes: JPEG and PNG keep their name, any other
+    format gets ".png" appended (save_image picks the format from the suffix)."""
+    if rel.suffix.lower() in (".jpg", ".jpeg", ".png"):
+        return rel
+    return rel.with_name(rel.name + ".png")
 
 
 def save_image(path: Source, image: np.ndarray, quality: int = 95) -> Path:

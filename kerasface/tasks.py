@@ -243,7 +243,8 @@ class Landmarks(HeadKind):
         return f"NME {100 * report['nme']:.2f}%"
 
     def meaning(self, labels):
-        return "x1, y1, ..., x5, y5 in pixels of the input crop"
+        return ("x1, y1, ..., x5, y5 in pixels of the input crop (left eye, right eye, nose, "
+                "left and right mouth corners)")
 
     def label_names(self, task, names):
         from kerasface.faces.align import LANDMARK_NAMES

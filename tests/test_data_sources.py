@@ -11,30 +11,9 @@ import tensorflow as tf
 
 from kerasface.config import DataConfig
 from kerasface.data.pipeline import Source, build_dataset, epoch_records, fits_cache
-from kerasface.data.tfrecord import (MANIFEST, LabelSpec, ShardedWriter, fold_ranks, make_example, manifest_labels)
 from kerasface.data import FaceAnnotation
-
-
-def write_source(folder, labels: dict[str, LabelSpec], rows: dict[str, list[dict]], value: int, with_ranks=True):
-    """A converted folder written directly: each image is a flat grey of `value` (so a batch shows
-    which source every sample came from) and `rows[split]` holds each record's labels."""
-    folder.mkdir(parents=True)
-    image = tf.io.encode_png(np.full((8, 8, 3), value, np.uint8)).numpy()
-    marks = np.tile([[2.0, 3.0]], (5, 1))
-    splits = {}
-    for split, split_rows in rows.items():
-        ranks = fold_ranks([FaceAnnotation("x", marks, r) for r in split_rows], next(iter(labels)), 0)
-        writer = ShardedWriter(folder, split, 2)
-        for row, rank in zip(split_rows, ranks):
-            writer.write(make_example(image, "png", 8, 8, 3, "x.png", marks, row,
-                                      float(rank) if with_ranks and split in ("train", "val") else None))
-        splits[split] = {"records": len(split_rows), "files": [p.name for p in writer.close()]}
-    manifest = {"schema_version": 2, "dataset": folder.name, "labels": {k: v.to_json() for k, v in labels.items()},
-                "attributes": {k: list(v.names) for k, v in labels.items() if v.type == "class"}, "splits": splits}
-    if with_ranks:
-        manifest["fold_rank"] = {"splits": ["train", "val"]}
-    (folder / MANIFEST).write_text(json.dumps(manifest))
-    return folder
+from kerasface.data.tfrecord import MANIFEST, LabelSpec, fold_ranks, manifest_labels
+from records_fixture import write_source
 
 
 @pytest.fixture(scope="module")

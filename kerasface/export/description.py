@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kerasface.export.graph import PREPROCESSING, RESIZE, ServingGraph
 from kerasface.export.run import Run, Selection, metric_summary
+from kerasface.tasks import head_kind
 
 
 def colour_mode(channels: int) -> str:
@@ -39,10 +40,8 @@ def describe_outputs(graph: ServingGraph, selection: Selection) -> dict:
             "kind": task.kind,
             "labels": list(task.labels),
             "dtype": "float32",
-            "shape": [-1, task.size],
-            "meaning": ("softmax probabilities, in the order of labels" if task.kind == "classification" else
-                        "x1, y1, ..., x5, y5 in pixels of the input crop (left eye, right eye, nose, "
-                        "left and right mouth corners)"),
+            "shape": [-1, task.size or -1],  # an embedding's width is the model's feature size
+            "meaning": head_kind(task.kind).meaning(task.labels),
             "unit": unit.name,
             "model_key": unit.model_key,
             "val": metric_summary(unit, task, "val"),

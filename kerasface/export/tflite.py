@@ -34,6 +34,7 @@ from kerasface.export.description import (colour_mode, describe_answers, describ
                                           describe_source)
 from kerasface.export.graph import FLOAT_INPUT, ServingGraph, preprocess_image
 from kerasface.export.run import Run, Selection, select_heads
+from kerasface.tasks import head_kind
 
 QUANT_MODES = ("none", "fp16", "dynamic", "int8")
 
@@ -269,7 +270,8 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
     for task in graph.tasks:
         k, t = keras_out[task.name], lite_out[task.name]
         entry = {"max_abs_diff": float(np.max(np.abs(k - t)))}
-        if task.kind == "classification":
+        kind = head_kind(task.kind)
+        if kind.has_classes:
             labels = np.array([r["labels"].get(task.name, -1) for r in records])
             known = labels >= 0
             kp, tp = k.argmax(-1), t.argmax(-1)
@@ -279,7 +281,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
                 "tflite_accuracy": float((tp[known] == labels[known]).mean()) if known.any() else None,
                 "agreement": float((kp == tp).mean()),
             })
-        else:
+        elif kind.pixel_coordinates:
             # landmarks: predicted pixels of the float input -> pixels of the stored image
             scale = np.array([[r["width"] / graph.input_size[1], r["height"] / graph.input_size[0]]
                               if r["width"] else [1.0, 1.0] for r in records], np.float32)
@@ -287,6 +289,8 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
             s = np.tile(scale, (1, 5))
             entry.update({"count": len(records), "keras_nme": _landmark_nme(k * s, target),
                           "tflite_nme": _landmark_nme(t * s, target)})
+        else:  # multilabel probabilities, values, embeddings: how closely the two agree
+            entry.update({"count": len(records), "mean_abs_diff": float(np.mean(np.abs(k - t)))})
         attributes[task.name] = entry
     latency = {str(n): latency_ms(path, x, n, repeats) for n in threads}
     return {

@@ -41,8 +41,14 @@ Output schema (JSON lines, the default: one object per image, on stdout or in --
           "MODEL": {                             # one entry per --model (its name or ALIAS)
             "smile": {"label": "smiling", "score": 0.91,           # classification output
                       "probabilities": {"not_smiling": 0.09, "smiling": 0.91}},
-            "landmarks": {"points": {"left_eye": [x, y], ...}}     # landmark output, mapped
-          }}}]}                                                      #   back to image pixels
+            "landmarks": {"points": {"left_eye": [x, y], ...}},    # landmark output, mapped
+                                                                     #   back to image pixels
+            "celeba": {"probabilities": {"Smiling": 0.93, ...},    # multilabel output
+                       "present": ["Smiling", ...]},
+            "age": {"values": {"age": 31.2}},                      # regression output
+            "identity": {"embedding": [0.01, ...]}                 # embedding (L2-normalised)
+          }}}]}
+  Each output is read by its head kind (kerasface.tasks.HEAD_KINDS: `HeadKind.read`).
   An image with no face: "faces": [] (not a failure). An image that cannot be used (missing,
   unreadable, not an image, truncated, too large, or a model error on it):
     {"path": "photos/bad.jpg", "error": "photos/bad.jpg: truncated or corrupt image file (...)"}
@@ -87,7 +93,7 @@ Modules, one per role, in the order data flows through them:
     remote       RemoteModel (gRPC / REST)
     loading      load_model, load_models: a --model argument -> one of the three backends
     geometry     crops and their map back to the image; model_inputs
-    results      ImageResult, FaceResult, AttributeResult, LandmarksResult, Summary
+    results      ImageResult, FaceResult, AttributeResult, LandmarksResult, ValuesResult, Summary
     predictor    Predictor, analyze
     draw         annotate, value_colour, PALETTE
     tables       results_table, to_dataframe, table_columns (the CSV columns)
@@ -102,7 +108,8 @@ from kerasface.predict.loading import load_model, load_models
 from kerasface.predict.model import Model, ModelError, ModelInfo, Output
 from kerasface.predict.predictor import DEFAULT_BATCH_SIZE, FACE_RULES, Predictor, analyze
 from kerasface.predict.remote import RemoteModel
-from kerasface.predict.results import AttributeResult, FaceResult, ImageResult, LandmarksResult, Summary
+from kerasface.predict.results import (AttributeResult, FaceResult, ImageResult, LandmarksResult, Summary,
+                                      ValuesResult)
 from kerasface.predict.saved_model import SavedModelModel, resolve_saved_model
 from kerasface.predict.tables import BASE_COLUMNS, results_table, table_columns, to_dataframe
 from kerasface.predict.tflite import TFLiteModel
@@ -117,6 +124,7 @@ __all__ = [
     "ImageResult",
     "Item",
     "LandmarksResult",
+    "ValuesResult",
     "Model",
     "ModelError",
     "ModelInfo",

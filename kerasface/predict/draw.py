@@ -9,6 +9,7 @@ import numpy as np
 
 from kerasface.predict.model import Model
 from kerasface.predict.results import AttributeResult, FaceResult
+from kerasface.tasks import head_kind
 
 #: Distinct colours (RGB) for attribute values. Value v of the a-th distinct classification
 #: attribute (in model order, by attribute name) gets PALETTE[(first colour of a) + v]: one value
@@ -24,7 +25,7 @@ def value_colour(models: Sequence[Model], attribute: str, label: str) -> tuple[i
     seen: set[str] = set()
     for m in models:
         for o in m.info.outputs:
-            if o.kind != "classification" or o.name in seen:
+            if not head_kind(o.kind).has_classes or o.name in seen:
                 continue
             seen.add(o.name)
             if o.name == attribute:

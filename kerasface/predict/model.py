@@ -13,6 +13,7 @@ import numpy as np
 from kerasface.export.run import Task
 from kerasface.faces.images import one_line
 from kerasface.predict.geometry import model_inputs
+from kerasface.tasks import HEAD_KINDS, head_kind
 
 EXPORT_FORMAT_PREFIX = "kerasface-export/"
 TFLITE_FORMAT_PREFIX = "kerasface-tflite/"
@@ -107,9 +108,9 @@ def outputs_from_description(desc: dict, where: str) -> tuple[Output, ...]:
     for name, entry in outs.items():
         names = tuple(str(x) for x in (entry.get("labels") or labels.get(name) or ()))
         kind = entry.get("kind") or ("landmarks" if is_points(names) else "classification")
-        if kind not in ("classification", "landmarks"):
-            raise ModelError(f"{where}: output {name!r} has kind {kind!r}")
-        if not names:
+        if kind not in HEAD_KINDS:
+            raise ModelError(f"{where}: output {name!r} has kind {kind!r}; known: {', '.join(HEAD_KINDS.names())}")
+        if not names and not head_kind(kind).needs_features:
             raise ModelError(f"{where}: output {name!r} has no labels")
         result.append(Output(str(name), kind, names))
     return tuple(result)

@@ -19,7 +19,8 @@ from kerasface.predict.geometry import Crop, cut_crop
 from kerasface.predict.inputs import Item, expand_inputs, load_item
 from kerasface.predict.loading import load_models
 from kerasface.predict.model import Model
-from kerasface.predict.results import AttributeResult, FaceResult, ImageResult, LandmarksResult
+from kerasface.predict.results import AttributeResult, FaceResult, ImageResult, LandmarksResult, ValuesResult
+from kerasface.tasks import head_kind
 
 DEFAULT_BATCH_SIZE = 32
 FACE_RULES = ("all", "largest", "centre")
@@ -33,18 +34,21 @@ def interpret_outputs(model: Model, outputs: dict[str, np.ndarray], row: int, cr
     h_in, w_in = model.info.input_size
     for out in model.info.outputs:
         values = np.asarray(outputs[out.name][row], np.float64).reshape(-1)
-        if out.kind == "landmarks":
+        kind = head_kind(out.kind)
+        if kind.pixel_coordinates:
             pts = values[: 2 * (len(values) // 2)].reshape(-1, 2)
             if model.landmarks_in == "input":
                 pts = pts * np.array([crop_hw[1] / w_in, crop_hw[0] / h_in])  # input -> crop pixels
             img = pts @ crop.to_image[:, :2].T + crop.to_image[:, 2]
             result[out.name] = LandmarksResult(
                 {n: (float(x), float(y)) for n, (x, y) in zip(out.point_names, img)})
-        else:
+        elif kind.has_classes:
             k = int(np.argmax(values))
             labels = out.labels if len(out.labels) == len(values) else tuple(str(i) for i in range(len(values)))
             result[out.name] = AttributeResult(labels[k], float(values[k]),
                                                {lab: float(p) for lab, p in zip(labels, values)})
+        else:
+            result[out.name] = ValuesResult(out.kind, kind.read(values, out.labels))
     return result
 
 

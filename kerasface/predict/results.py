@@ -32,6 +32,10 @@ class AttributeResult:
             "probabilities": {k: json_number(v, 6) for k, v in self.probabilities.items()},
         }
 
+    def flat(self, key: str) -> dict[str, Any]:
+        """Table columns: KEY = the label, KEY.LABEL = its probability."""
+        return {key: self.label, **{f"{key}.{lab}": json_number(p, 6) for lab, p in self.probabilities.items()}}
+
 
 @dataclass
 class LandmarksResult:
@@ -42,6 +46,33 @@ class LandmarksResult:
     def to_dict(self) -> dict[str, Any]:
         return {"points": {k: [json_number(x, 2), json_number(y, 2)] for k, (x, y) in self.points.items()}}
 
+    def flat(self, key: str) -> dict[str, Any]:
+        return {f"{key}.{p}_{c}": json_number(v, 2) for p, xy in self.points.items() for c, v in zip("xy", xy)}
+
+
+@dataclass
+class ValuesResult:
+    """Any other head kind's output (multilabel, regression, embedding), as its kind reads it
+    (`kerasface.tasks.HeadKind.read`): e.g. {"probabilities": {...}, "present": [...]}."""
+
+    kind: str
+    fields: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.fields
+
+    def flat(self, key: str) -> dict[str, Any]:
+        """Table columns: KEY.NAME per named value, KEY.I per listed number, KEY for listed names."""
+        columns: dict[str, Any] = {}
+        for value in self.fields.values():
+            if isinstance(value, dict):
+                columns.update({f"{key}.{name}": json_number(v, 6) for name, v in value.items()})
+            elif value and all(isinstance(v, str) for v in value):
+                columns[key] = ";".join(value)
+            elif isinstance(value, list):
+                columns.update({f"{key}.{i}": json_number(v, 6) for i, v in enumerate(value)})
+        return columns
+
 
 @dataclass
 class FaceResult:
@@ -49,7 +80,7 @@ class FaceResult:
     box: tuple[float, float, float, float]  # x, y, width, height
     score: float
     landmarks: dict[str, tuple[float, float]]  # the detector's five points
-    attributes: dict[str, dict[str, AttributeResult | LandmarksResult]] = field(default_factory=dict)
+    attributes: dict[str, dict[str, AttributeResult | LandmarksResult | ValuesResult]] = field(default_factory=dict)
 
     @property
     def face(self):

@@ -7,18 +7,20 @@ from typing import Any, Iterable, Sequence
 
 from kerasface.faces.align import LANDMARK_NAMES
 from kerasface.predict.model import Model, Output
-from kerasface.predict.results import AttributeResult, ImageResult, LandmarksResult, json_number
+from kerasface.predict.results import ImageResult, json_number
+from kerasface.tasks import head_kind
 
 
-def _flat_attributes(model: str, attr: str, res: AttributeResult | LandmarksResult | Output) -> list[str]:
+def _flat_attributes(model: str, attr: str, res) -> list[str]:
+    """The columns of one output: known from a model's description for classes and points (so a
+    table has them even when no face was found), else from the results themselves."""
     key = f"{model}.{attr}"
     if isinstance(res, Output):
-        if res.kind == "landmarks":
+        kind = head_kind(res.kind)
+        if kind.pixel_coordinates:
             return [f"{key}.{p}_{c}" for p in res.point_names for c in "xy"]
-        return [key] + [f"{key}.{lab}" for lab in res.labels]
-    if isinstance(res, LandmarksResult):
-        return [f"{key}.{p}_{c}" for p in res.points for c in "xy"]
-    return [key] + [f"{key}.{lab}" for lab in res.probabilities]
+        return [key] + [f"{key}.{lab}" for lab in res.labels] if kind.has_classes else []
+    return list(res.flat(key))
 
 
 BASE_COLUMNS = ["path", "width", "height", "face", "box_x", "box_y", "box_w", "box_h", "score"] + [
@@ -54,14 +56,7 @@ def table_rows(result: ImageResult, columns: list[str]) -> list[dict[str, Any]]:
             row[f"{n}_x"], row[f"{n}_y"] = json_number(x, 2), json_number(y, 2)
         for model, attrs in f.attributes.items():
             for attr, res in attrs.items():
-                key = f"{model}.{attr}"
-                if isinstance(res, LandmarksResult):
-                    for p, (x, y) in res.points.items():
-                        row[f"{key}.{p}_x"], row[f"{key}.{p}_y"] = json_number(x, 2), json_number(y, 2)
-                else:
-                    row[key] = res.label
-                    for lab, p in res.probabilities.items():
-                        row[f"{key}.{lab}"] = json_number(p, 6)
+                row.update(res.flat(f"{model}.{attr}"))
         rows.append(row)
     return rows
 

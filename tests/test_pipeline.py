@@ -122,3 +122,25 @@ def test_jpeg_decoding_matches_pillow_so_crops_decoded_elsewhere_agree():
     Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=85)
     pil = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float32)
     np.testing.assert_array_equal(preprocess_image(tf.constant(buffer.getvalue()), (40, 56), 3).numpy(), pil)
+
+
+@pytest.mark.parametrize("channels,size", [(3, (48, 48)), (1, (60, 60)), (3, (112, 96)), (3, (150, 150))])
+def test_training_export_and_predict_preprocess_a_crop_to_identical_pixels(channels, size):
+    # the training pipeline (decode + to_model_input), the export graph's float input (per head)
+    # and predict's model_inputs all go through one function: same crop, same pixels
+    from kerasface.export.graph import ServingGraph
+    from kerasface.predict.geometry import model_inputs
+
+    crop = np.random.default_rng(3).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    trained = preprocess_image(tf.io.encode_png(crop), size, channels).numpy()
+    predicted = model_inputs([crop], size, channels)[0]
+
+    class Head:  # what ServingGraph._to_head reads of a head
+        pass
+
+    head = Head()
+    head.size, head.channels = size, channels
+    served = ServingGraph._to_head(tf.constant(crop[None].astype(np.float32)), head).numpy()[0]
+    assert trained.shape == predicted.shape == served.shape == (*size, channels)
+    np.testing.assert_array_equal(trained, predicted)
+    np.testing.assert_array_equal(trained, served)

@@ -41,8 +41,28 @@ def split_files(folder: str | Path, split: str) -> list[str]:
     return files
 
 
+RESIZE = {"method": "bilinear", "antialias": False}
+
+
+def to_model_input(image: tf.Tensor, size: Sequence[int], channels: int) -> tf.Tensor:
+    """float32 image(s) [..., H, W, C] in [0, 255] -> the model's colour mode and size: grayscale by
+    tf.image.rgb_to_grayscale (or gray to RGB), then tf.image.resize(bilinear, no antialias) unless
+    already at `size`. The one colour-and-size step of training, the export graphs and predict."""
+    image = tf.cast(image, tf.float32)
+    if image.shape[-1] == 3 and channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    elif image.shape[-1] == 1 and channels == 3:
+        image = tf.image.grayscale_to_rgb(image)
+    size = tuple(int(v) for v in size)
+    known = image.shape[-3:-1]
+    if None not in known:
+        return image if tuple(known) == size else tf.image.resize(image, size, **RESIZE)
+    same = tf.reduce_all(tf.shape(image)[-3:-1] == tf.constant(size, tf.int32))
+    return tf.cond(same, lambda: image, lambda: tf.image.resize(image, size, **RESIZE))
+
+
 def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> tf.Tensor:
-    """Encoded JPEG/PNG -> float32 [H, W, channels] in [0, 255] at `size` (bilinear)."""
+    """Encoded JPEG/PNG -> float32 [H, W, channels] in [0, 255] at `size` (`to_model_input`)."""
     # JPEG with the accurate integer DCT, as libjpeg/Pillow decode by default, so that crops decoded
     # anywhere else (predict, clients) give the same pixels as training.
     image = tf.cond(
@@ -50,12 +70,7 @@ def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> 
         lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
     )
-    image = tf.cast(image, tf.float32)
-    if channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
-    same_size = tf.reduce_all(tf.shape(image)[:2] == tf.constant(size, tf.int32))
-    image = tf.cond(same_size, lambda: image,
-                    lambda: tf.image.resize(image, size, method="bilinear", antialias=False))
+    image = to_model_input(image, size, channels)
     return tf.ensure_shape(image, [size[0], size[1], channels])
 
 

@@ -8,7 +8,8 @@ what it checks a model against.
 
 from __future__ import annotations
 
-from kerasface.export.graph import PREPROCESSING, RESIZE, ServingGraph
+from kerasface.data.pipeline import RESIZE
+from kerasface.export.graph import PREPROCESSING, ServingGraph
 from kerasface.export.run import Run, Selection, metric_summary
 from kerasface.tasks import head_kind
 

@@ -20,10 +20,10 @@ for `serve_float`, the decoded image for the bytes and tf.Example inputs). Train
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import tensorflow as tf
 
+from kerasface.data.pipeline import preprocess_image, to_model_input
 from kerasface.export.run import Selection, Task, Unit
 from kerasface.tasks import head_kind
 
@@ -32,19 +32,11 @@ BYTES_INPUT = "image_bytes"
 EXAMPLES_INPUT = "examples"
 CLASSIFY_INPUT = "inputs"  # the name TF Serving's Classify API requires
 LABELS_INPUT = "rows"
-RESIZE = {"method": "bilinear", "antialias": False}
 PREPROCESSING = (
     "decode (JPEG/PNG, 3 channels) -> float32 -> tf.image.rgb_to_grayscale if the model is grayscale "
     "-> tf.image.resize(bilinear, antialias=False) to the model's input size; pixel values stay in "
     "[0, 255] (the models rescale themselves); kerasface.data.pipeline.preprocess_image"
 )
-
-
-def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> tf.Tensor:
-    """The training pipeline's decode-and-resize (one encoded image -> float32 [h, w, channels])."""
-    from kerasface.data.pipeline import preprocess_image as training_preprocess
-
-    return training_preprocess(encoded, tuple(int(s) for s in size), int(channels))
 
 
 def load_keras_model(unit: Unit):
@@ -163,13 +155,7 @@ class ServingGraph:
 
     @staticmethod
     def _to_head(x: tf.Tensor, head: Head) -> tf.Tensor:
-        if x.shape[-1] == 3 and head.channels == 1:
-            x = tf.image.rgb_to_grayscale(x)
-        elif x.shape[-1] == 1 and head.channels == 3:
-            x = tf.image.grayscale_to_rgb(x)
-        if tuple(x.shape[1:3]) != tuple(head.size):
-            x = tf.image.resize(x, head.size, **RESIZE)
-        return x
+        return to_model_input(x, head.size, head.channels)
 
     def _assemble(self, per_head: list[dict[str, tf.Tensor]], scale_wh: tf.Tensor) -> dict[str, tf.Tensor]:
         merged: dict[str, tf.Tensor] = {}

@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from kerasface.export.description import (colour_mode, describe_answers, describe_input, describe_preprocessing,
                                           describe_source)
-from kerasface.export.graph import FLOAT_INPUT, ServingGraph, preprocess_image
+from kerasface.data.pipeline import preprocess_image
+from kerasface.export.graph import FLOAT_INPUT, ServingGraph
 from kerasface.export.run import Run, Selection, select_heads
 from kerasface.tasks import head_kind
 

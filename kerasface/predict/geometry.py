@@ -40,20 +40,12 @@ def cut_crop(image: np.ndarray, points: np.ndarray, scheme: str) -> Crop:
 
 
 def model_inputs(crops: Sequence[np.ndarray], size: tuple[int, int], channels: int) -> np.ndarray:
-    """uint8 crops -> float32 [B, h, w, channels] in [0, 255], as the training pipeline makes them:
-    tf.image.rgb_to_grayscale for grayscale models, then tf.image.resize(bilinear, antialias=False)
-    (kerasface.data.pipeline.preprocess_image after decoding)."""
-    import tensorflow as tf
+    """uint8 crops -> float32 [B, h, w, channels] in [0, 255], as the training pipeline makes them
+    (`kerasface.data.pipeline.to_model_input`, the step after decoding)."""
+    from kerasface.data.pipeline import to_model_input
 
     def convert(batch: np.ndarray) -> np.ndarray:
-        x = tf.convert_to_tensor(batch.astype(np.float32))
-        if x.shape[-1] == 3 and channels == 1:
-            x = tf.image.rgb_to_grayscale(x)
-        elif x.shape[-1] == 1 and channels == 3:
-            x = tf.image.grayscale_to_rgb(x)
-        if tuple(x.shape[1:3]) != tuple(size):
-            x = tf.image.resize(x, size, method="bilinear", antialias=False)
-        return x.numpy()
+        return to_model_input(batch.astype(np.float32), size, channels).numpy()
 
     shapes = {c.shape for c in crops}
     if len(shapes) == 1:

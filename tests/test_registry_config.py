@@ -75,6 +75,13 @@ def test_every_recipe_and_variant_validates_plans_and_round_trips(name, variant,
     assert cfg.name == name and cfg.variant == variant
     units = plan_units(cfg)
     assert units and len({u.name for u in units}) == len(units)
+    from kerasface.config import data_sources, target_key
+    from kerasface.data import DATASETS
+
+    labels = {name for s in data_sources(cfg.data) for name in DATASETS.get(s.dataset).label_specs}
+    for unit in units:  # every task learns from a label some data source has
+        for task in unit.model.tasks:
+            assert target_key(task) in labels or task.kind == "landmarks", (unit.name, task.name, sorted(labels))
     write_config(cfg, tmp_path)
     assert read_config(tmp_path / "config.json") == cfg
 
@@ -102,3 +109,72 @@ def test_variants_and_validation_errors_name_what_is_wrong():
     for assignment, message in bad.items():
         with pytest.raises(ValueError, match=message):
             validate(apply_overrides(paper, [assignment]))
+
+
+def _tiny_models():
+    """Every distinct model that a recipe variant trains (per unit), with its data sources."""
+    from kerasface.config import data_sources
+    from kerasface.papers import paper_config
+    from kerasface.train import plan_units
+
+    seen, cases = set(), []
+    for name, variant in RECIPES:
+        cfg = paper_config(f"{name}:{variant}" if variant else name)
+        for unit in plan_units(cfg):
+            key, model = unit.model_key, unit.model
+            signature = (model.arch, model.channels, tuple((t.kind, t.num_classes) for t in model.tasks),
+                         tuple(sorted(model.arch_kwargs)), tuple(s.dataset for s in data_sources(cfg.data)))
+            if signature not in seen:
+                seen.add(signature)
+                cases.append(pytest.param(cfg, key, model, id=f"{name}:{variant or '-'}:{unit.name}"))
+    return cases
+
+
+@pytest.mark.parametrize("cfg,key,model_cfg", _tiny_models())
+def test_every_recipe_model_takes_a_training_step_on_every_data_source(cfg, key, model_cfg):
+    # built tiny (test_architectures' tiny settings), one optimizer step on a batch laid out as each
+    # of the recipe's data sources labels it (the others' labels unknown)
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from test_architectures import tiny_config
+
+    from kerasface.architectures import build_model
+    from kerasface.config import data_sources
+    from kerasface.data import DATASETS
+    from kerasface.optim import GroupedOptimizer
+    from kerasface.train import make_train_step
+
+    tiny = tiny_config(model_cfg.arch)
+    kwargs = {**model_cfg.arch_kwargs, **tiny["kwargs"]}
+    model_cfg = dataclasses.replace(model_cfg, arch_kwargs=kwargs, input_size=tiny["input_shape"][0], weights="")
+    sources = data_sources(cfg.data)
+    labels = {}
+    for source in sources:
+        labels.update(DATASETS.get(source.dataset).label_specs)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model(model_cfg)
+        optimizer = GroupedOptimizer(model_cfg.stages[0], 10, model)
+    active = {t.name: tf.constant(1.0) for t in model_cfg.tasks}
+    step = make_train_step(strategy, model, optimizer, model_cfg.tasks, active, 4)
+    rng = np.random.default_rng(0)
+    h, w = model_cfg.input_hw
+    for source in sources:
+        own = DATASETS.get(source.dataset).label_specs
+        targets = {"landmarks": rng.uniform(0.2, 0.8, (4, 10)).astype(np.float32)}
+        for name, spec in labels.items():
+            if spec.type == "value":
+                values = rng.normal(size=(4, spec.width)) if name in own else np.full((4, spec.width), np.nan)
+                targets[name] = values.astype(np.float32)
+            elif spec.type == "multilabel":
+                targets[name] = (rng.integers(0, 2, (4, spec.width)) if name in own
+                                 else -np.ones((4, spec.width))).astype(np.int32)
+            else:
+                count = len(spec.names) or spec.count
+                targets[name] = (rng.integers(0, count, 4) if name in own else -np.ones(4)).astype(np.int32)
+        images = rng.uniform(0, 255, (4, h, w, model_cfg.channels)).astype(np.float32)
+        ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
+        loss, per_task, _ = step(iter(strategy.experimental_distribute_dataset(ds)))
+        assert np.isfinite(float(loss)), (key, source.dataset)

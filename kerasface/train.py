@@ -145,6 +145,8 @@ def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active,
         with tf.GradientTape(persistent=optimizer.persistent_tape) as tape:
             outputs = model(images, training=True)
             loss, per_task = total_loss(outputs, targets, tasks, active, global_batch)
+            if model.losses:  # kernel regularizers (BKNet's lambda * ||W||^2), once over all replicas
+                loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
             scaled = optimizer.scale_losses(loss)
         optimizer.apply(tape, scaled, variables)
         shown = {}

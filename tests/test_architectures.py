@@ -30,6 +30,8 @@ TINY: dict[str, dict] = {
     # The faithful grayscale 60x60 multi-task network with the MTFL heads.
     "tcdcn": {"input_shape": (60, 60, 1), "heads": dict(MTFL_HEADS), "kwargs": {"width": 0.25}},
     "tcdcn_single": {"input_shape": (60, 60, 3), "heads": {"smile": 2}, "kwargs": {"width": 0.25}},
+    # The paper's 48x48 grayscale input, two of its three task branches.
+    "bknet": {"input_shape": (48, 48, 1), "heads": {"smile": 2, "emotion": 7}, "kwargs": {"width": 0.125}},
 }
 
 
@@ -229,6 +231,27 @@ def test_tcdcn_single_full_size_count():
     assert model.count_params() == tcdcn_trunk_count(3) + dense(256, 2) == 284_530
     model = ARCHITECTURES.get("tcdcn")((60, 60, 3), {"gender": 2})
     assert model.count_params() == tcdcn_trunk_count(3) + dense(256, 2)
+
+
+def test_bknet_full_size_count():
+    # shared block: 3x3 convs without bias (BatchNorm follows; BN holds 4 numbers per channel)
+    convs = [(1, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)]
+    trunk = sum(9 * cin * cout + 4 * cout for cin, cout in convs)
+    assert trunk == 1_765_408
+    branch = 2304 * 256 + 4 * 256 + 256 * 256 + 4 * 256  # FC256-BN twice, from 3*3*256 features
+    expected = trunk + sum(branch + 256 * c + c for c in (2, 7, 2))
+    model = ARCHITECTURES.get("bknet")((48, 48, 1), {"smile": 2, "emotion": 7, "gender": 2})
+    assert model.count_params() == expected == 3_740_459
+    assert model.get_layer("features").output.shape[1:] == (2304,)
+    # the paper's N(0, 0.01) initialisation and lambda * ||W||^2 on every kernel
+    kernel = model.get_layer("conv4_3").kernel.numpy()
+    assert abs(kernel.std() - 0.01) < 0.0005 and abs(kernel.mean()) < 0.0005
+    assert not model.losses
+    regularised = ARCHITECTURES.get("bknet")((48, 48, 1), {"smile": 2}, l2=0.01, width=0.125)
+    kernels = [layer.kernel for layer in regularised.layers if hasattr(layer, "kernel")]
+    assert len(regularised.losses) == len(kernels) == 9 + 3
+    total = float(sum(regularised.losses))
+    assert total == pytest.approx(0.01 * sum(float((k.numpy() ** 2).sum()) for k in kernels), rel=1e-4)
 
 
 @pytest.mark.parametrize("name", ["cascade_cnn", "tcdcn"])

@@ -448,3 +448,28 @@ def test_a_model_starts_from_an_earlier_model_of_the_run(records, tmp_path, caps
 
     with pytest.raises(ValueError, match="models.next.init_from: 'tiny' must come before 'next'"):
         validate(bad)
+
+
+def test_regularization_losses_count_once_whatever_the_replica_count():
+    from kerasface.architectures import ARCHITECTURES
+    from kerasface.train import make_train_step
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 48, 48, 1)).astype(np.float32)
+    targets = {"smile": rng.integers(0, 2, 8).astype(np.int32)}
+    results = []
+    for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+        strategy = tf.distribute.MirroredStrategy(devices)
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = ARCHITECTURES.get("bknet")((48, 48, 1), {"smile": 2}, width=0.125, l2=0.01, dropout=0.0)
+            optimizer = GroupedOptimizer(StageConfig(optimizer="sgd", lr=0.1, steps=1), 1, model)
+        penalty = float(sum(model.losses))
+        step = make_train_step(strategy, model, optimizer, (TaskConfig("smile"),), {"smile": tf.constant(1.0)}, 8)
+        ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
+        loss, per_task, _ = step(iter(strategy.experimental_distribute_dataset(ds)))
+        # summed over replicas: the task loss of the whole batch plus the penalty exactly once
+        # (the task losses differ a little between 1 and 2 replicas: BatchNorm sees half-batches)
+        assert float(loss) == pytest.approx(float(per_task["smile"]) + penalty, rel=1e-5)
+        results.append(float(loss) - float(per_task["smile"]))
+    assert results[0] == pytest.approx(results[1], rel=1e-4)

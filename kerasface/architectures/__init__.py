@@ -54,4 +54,4 @@ def copy_matching_weights(source, target) -> tuple[list[str], list[str]]:
             kept.append(layer.name)
     return copied, kept
 
-from kerasface.architectures import cascade_cnn, inception, tcdcn  # noqa: E402,F401  (registration)
+from kerasface.architectures import bknet, cascade_cnn, inception, tcdcn  # noqa: E402,F401  (registration)

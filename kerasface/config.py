@@ -130,6 +130,9 @@ class ModelConfig:
     # as new heads, keep their fresh initialisation): a model key of the same paper trained earlier
     # in the run (gnet_snet's step-to-step handoff), or a path to a unit folder / .keras file.
     init_from: str = ""
+    # Also evaluate the average of the last N evaluation checkpoints of the last stage (BKNet's
+    # ensemble of the last 10 epochs: eval_every = one epoch, keep_checkpoints >= N).
+    ensemble: int = 0
     crops: tuple[str, ...] = ()  # train on only these of the paper's crops (empty: all of them)
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     description: str = ""
@@ -305,6 +308,9 @@ def validate(cfg: PaperConfig) -> PaperConfig:
             for name, _ in stage.loss_weights:
                 if name not in task_names:
                     raise ValueError(f"{where}.stages.{i}.loss_weights: no task {name!r}; tasks: {', '.join(task_names)}")
+        if model.ensemble and model.stages[-1].keep_checkpoints < model.ensemble:
+            raise ValueError(f"{where}.ensemble: averages the last {model.ensemble} checkpoints but the last stage "
+                             f"keeps {model.stages[-1].keep_checkpoints} (set its keep_checkpoints)")
         keys = list(cfg.models)
         if model.init_from in cfg.models and keys.index(model.init_from) >= keys.index(key):
             raise ValueError(f"{where}.init_from: {model.init_from!r} must come before {key!r} in models "

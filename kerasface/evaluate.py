@@ -34,12 +34,13 @@ def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size) ->
 
 
 def evaluation_splits(sources: list[dict]) -> list[str]:
-    """Every split but the training one, in the manifests' order (val first); with several data
-    sources, each source's splits on their own ("fer2013/test")."""
-    names = []
-    for source in sources:
-        splits = [n for n in read_manifest(source["folder"])["splits"] if n != "train"]
-        names += splits if len(sources) == 1 else [f"{source['name']}/{n}" for n in splits]
+    """Every split but the training one, in the manifests' order (val first). With several data
+    sources: each split name over all the sources that have it (a task is scored on the samples
+    labelled for it), then each source's splits on their own ("fer2013/public_test")."""
+    own = {s["name"]: [n for n in read_manifest(s["folder"])["splits"] if n != "train"] for s in sources}
+    names = list(dict.fromkeys(n for splits in own.values() for n in splits))
+    if len(sources) > 1:
+        names += [f"{name}/{n}" for name, splits in own.items() for n in splits]
     return names
 
 
@@ -109,21 +110,42 @@ def plot_history(history: list[dict], path: Path) -> None:
     _save_figure(fig, path)
 
 
-def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig) -> dict:
-    """Evaluate one trained model, as its `inference_fn`, on val and test; updates its unit.json and
-    writes plots."""
+def headline(report: dict) -> float:
+    """One 'higher is better' number of a report (accuracy, or minus the error)."""
+    return report["accuracy"] if "accuracy" in report else -report["nme"] if "nme" in report else -report["mae"]
+
+
+def unit_data(cfg: PaperConfig, record: dict):
+    """The data config of a unit: the paper's, with the unit's held-out fold."""
+    return cfg.data if record.get("fold") is None else dataclasses.replace(cfg.data, fold=record["fold"])
+
+
+def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> dict:
+    """Evaluate one trained model, as its `inference_fn`, on every evaluation split; updates its
+    unit.json and writes plots. `ensemble`: inference functions of several checkpoints, whose
+    outputs are averaged by each head kind (probabilities for classification) and reported as
+    SPLIT_ensemble."""
+    from kerasface.tasks import head_kind
+
     unit_dir = Path(unit_dir)
     record = json.loads((unit_dir / "unit.json").read_text())
     names = [t["name"] for t in record["tasks"]]
+    kinds = {t["name"]: head_kind(t["kind"]) for t in record["tasks"]}
     sources = unit_sources(unit_dir, record)
+    data = unit_data(cfg, record)
     splits = evaluation_splits([{"name": s.name, "folder": s.folder} for s in sources])
     for split in splits:
-        outputs, targets = predict_split(forward, cfg.data, sources, record["input_size"], record["channels"],
+        outputs, targets = predict_split(forward, data, sources, record["input_size"], record["channels"],
                                          names, split)
         reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
         record[f"{split}_metrics"] = reports
-        record[split] = {k: (v["accuracy"] if "accuracy" in v else -v["nme"] if "nme" in v else -v["mae"])
-                         for k, v in reports.items()}
+        record[split] = {k: headline(v) for k, v in reports.items()}
+        if ensemble:
+            runs = [predict_split(f, data, sources, record["input_size"], record["channels"], names, split)[0]
+                    for f in ensemble]
+            averaged = {k: kinds[k].average([r[k] for r in runs]) for k in names}
+            record[f"{split}_ensemble_metrics"] = task_reports(averaged, targets, record["tasks"], record["input_size"])
+            record["ensemble_size"] = len(ensemble)
         if split.rpartition("/")[2] == "test" or split == splits[-1]:
             for name, report in reports.items():
                 if "confusion" in report:
@@ -163,49 +185,87 @@ def evaluated_splits(record: dict) -> list[str]:
     return record.get("evaluated") or (["val", "test"] if "test_metrics" in record else [])
 
 
+def _cell(kind, report: dict | None) -> str:
+    return kind.summary(report) if report and report.get("count", 1) else "—"
+
+
+def _cv_cell(reports: list[dict]) -> str:
+    """mean +- std over the folds' reports of one task and split."""
+    reports = [r for r in reports if r and r.get("count", 1)]
+    if not reports:
+        return "—"
+    for key, label, scale in (("accuracy", "", 100), ("nme", "NME ", 100), ("mae", "MAE ", 1)):
+        if key in reports[0]:
+            values = scale * np.array([r[key] for r in reports], np.float64)
+            unit = "%" if scale == 100 else ""
+            return f"{label}{values.mean():.2f} +- {values.std():.2f}{unit} ({len(values)} folds)"
+    return "—"
+
+
 def write_reports(run_dir: Path) -> dict:
     """metrics.json and results.md for every evaluated model of the run; prints the table.
 
-    One column per evaluation split (the last one is the paper's test split), each task's cell
-    written by its head kind, the paper's number beside the last split.
+    One column per evaluation split (the paper's number beside the last), each task's cell written
+    by its head kind; a checkpoint ensemble gets its own row; the units of a k-fold
+    cross-validation are summarised as one row of mean +- std (each fold stays in metrics.json).
     """
     from kerasface.tasks import head_kind
 
     run_dir = Path(run_dir)
     cfg = read_config(run_dir / "config.json")
-    metrics = {"paper": cfg.name, "demo": cfg.demo, "models": {}}
-    rows, split_names = [], []
+    metrics = {"paper": cfg.name, "demo": cfg.demo, "models": {}, "cross_validation": {}}
+    rows, split_names, folds = [], [], {}
     for unit_json in sorted((run_dir / "models").glob("*/unit.json")):
         record = json.loads(unit_json.read_text())
         splits = evaluated_splits(record)
         if not splits:
             continue
         split_names = split_names or splits
-        metrics["models"][record["unit"]] = {
-            "model_key": record["model_key"], "arch": record["arch"], "crop": record["crop"],
-            **{split: record[f"{split}_metrics"] for split in splits},
-            "train_seconds": record.get("train_seconds"),
-        }
+        entry = {"model_key": record["model_key"], "arch": record["arch"], "crop": record["crop"],
+                 "fold": record.get("fold"), **{split: record[f"{split}_metrics"] for split in splits},
+                 "train_seconds": record.get("train_seconds")}
+        if record.get("ensemble_size"):
+            entry["ensemble"] = {"size": record["ensemble_size"],
+                                 **{split: record[f"{split}_ensemble_metrics"] for split in splits}}
+        metrics["models"][record["unit"]] = entry
+        if record.get("fold") is not None:
+            folds.setdefault(record["unit"].rsplit("-fold", 1)[0], []).append(record)
+            continue
         for task in record["tasks"]:
             kind, name = head_kind(task["kind"]), task["name"]
-            cells = [kind.summary(record[f"{split}_metrics"][name]) for split in splits]
             paper = reported_for(cfg, record["model_key"], name, record["crop"])
-            rows.append((record["model_key"], record["crop"], name, *cells,
-                         str(paper) if paper is not None else "—",
-                         kind.detail(record[f"{splits[-1]}_metrics"][name])))
+            variants = [("", "")] + ([("_ensemble", f" (ensemble of {record['ensemble_size']})")]
+                                     if record.get("ensemble_size") else [])
+            for suffix, label in variants:
+                cells = [_cell(kind, record[f"{split}{suffix}_metrics"].get(name)) for split in splits]
+                rows.append((record["model_key"], record["crop"], name + label, *cells,
+                             str(paper) if paper is not None else "—",
+                             kind.detail(record[f"{splits[-1]}{suffix}_metrics"][name])))
+    for group, records in sorted(folds.items()):
+        first = records[0]
+        summary = {}
+        for task in first["tasks"]:
+            name = task["name"]
+            paper = reported_for(cfg, first["model_key"], name, first["crop"])
+            cells = [_cv_cell([r.get(f"{split}_metrics", {}).get(name) for r in records]) for split in split_names]
+            summary[name] = {split: [headline(r[f"{split}_metrics"][name]) for r in records
+                                     if r.get(f"{split}_metrics", {}).get(name, {}).get("count", 1)]
+                             for split in split_names}
+            rows.append((first["model_key"], first["crop"], f"{name} ({len(records)}-fold)", *cells,
+                         str(paper) if paper is not None else "—", ""))
+        metrics["cross_validation"][group] = summary
     split_names = split_names or ["val", "test"]
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for unit_name, reason in sorted(skipped.items()):
-        model_key, crop, attribute = unit_name.rsplit("-", 2)
+        model_key, crop, attribute = unit_name.rsplit("-fold", 1)[0].rsplit("-", 2)
         paper = reported_for(cfg, model_key, attribute, crop)
         rows.append((model_key, crop, attribute, *["—"] * (len(split_names) - 1),
                      f"not trained: {reason.split('. ')[0]}", str(paper) if paper is not None else "—", ""))
     metrics["skipped"] = skipped
     write_json(run_dir / "metrics.json", metrics)
     last = split_names[-1]
-    header = ("model", "crop", "attribute", *split_names[:-1], f"{last} (ours)", f"{last} (paper)",
-              f"{last} detail")
+    header = ("model", "crop", "attribute", *split_names[:-1], f"{last} (ours)", "paper", f"{last} detail")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     note = ("\n\nDemo run on synthetic faces: these numbers prove the pipeline learns, nothing about real faces; "

@@ -57,6 +57,10 @@ class HeadKind:
         return EVALUATORS.get(self.evaluator)(target, output, labels)
 
     # ---- export and predict
+    def average(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """Several checkpoints' raw outputs -> one, as a checkpoint ensemble averages them."""
+        return np.mean(outputs, axis=0)
+
     def summary(self, report: dict) -> str:
         """The report's headline for a results table cell."""
         return f"{100 * report['accuracy']:.1f}%"
@@ -124,6 +128,12 @@ class Classification(HeadKind):
     def score(self, task, output, target):
         return _accuracy(output, target)
 
+    def average(self, outputs):
+        # average the probabilities (BKNet's ensemble), returned as log-probabilities: same argmax
+        probs = [np.exp(o - o.max(-1, keepdims=True)) for o in outputs]
+        probs = np.mean([p / p.sum(-1, keepdims=True) for p in probs], axis=0)
+        return np.log(np.maximum(probs, 1e-12))
+
     def detail(self, report):
         if "recall" not in report:
             return " / ".join(f"{k} {100 * v:.1f}%" for k, v in report.items() if k.startswith("top"))
@@ -166,6 +176,11 @@ class Multilabel(HeadKind):
 
     def score(self, task, output, target):
         return self.report(task, output, target, (), ())["mean_accuracy"]
+
+    def average(self, outputs):
+        probs = np.mean([1.0 / (1.0 + np.exp(-o)) for o in outputs], axis=0)
+        probs = np.clip(probs, 1e-7, 1 - 1e-7)
+        return np.log(probs / (1.0 - probs))  # back to logits: > 0 means present
 
     def summary(self, report):
         return f"mean {100 * report['mean_accuracy']:.1f}%"

@@ -51,16 +51,19 @@ DEMO_DONE = ".kerasface-demo-complete"  # written last: a half-rendered demo set
 
 @dataclass(frozen=True)
 class Unit:
-    """One model trained on one crop for one attribute ("all" = its multi-task heads)."""
+    """One model trained on one crop for one attribute ("all" = its multi-task heads), on one fold
+    of a k-fold cross-validation when the paper's data has folds."""
 
     model_key: str
     crop: str
     attribute: str
     model: ModelConfig
+    fold: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.model_key}-{self.crop}-{self.attribute}"
+        fold = "" if self.fold is None else f"-fold{self.fold}"
+        return f"{self.model_key}-{self.crop}-{self.attribute}{fold}"
 
 
 def plan_units(cfg: PaperConfig, models=(), attributes=(), crops=()) -> list[Unit]:
@@ -83,7 +86,14 @@ def plan_units(cfg: PaperConfig, models=(), attributes=(), crops=()) -> list[Uni
                 units.append(Unit(key, crop, "all", model))
     if not units:
         raise KeyError(f"--attribute {', '.join(attributes)} selects nothing in {cfg.name}")
+    if cfg.data.folds > 1:  # k-fold cross-validation: every unit once per held-out fold
+        units = [dataclasses.replace(u, fold=i) for u in units for i in range(cfg.data.folds)]
     return units
+
+
+def unit_data(paper: PaperConfig, unit: Unit):
+    """The data config a unit trains on: the paper's, with the unit's held-out fold."""
+    return paper.data if unit.fold is None else dataclasses.replace(paper.data, fold=unit.fold)
 
 
 # ----------------------------------------------------------------------------- strategy & model
@@ -201,12 +211,13 @@ class Trainer:
         by dataset (for stages with their own data); init_from: a trained unit folder or .keras file."""
         self.unit, self.paper, self.dir, self.strategy = unit, paper, unit_dir, strategy
         self.init_from = init_from
+        self.data = unit_data(paper, unit)
         self.progress = progress
         self.tasks = unit.model.tasks
         self.sources = as_sources(records)
         self.all_sources = all_sources or {s.name: s for s in self.sources}
         self.label_names = {name: list(spec.names) for name, spec in union_labels(self.sources).items()}
-        self.train_records = epoch_records(paper.data, self.sources)
+        self.train_records = epoch_records(self.data, self.sources)
         with strategy.scope():
             self.model = build_model(unit.model)
             self.active = {t.name: tf.Variable(1.0, trainable=False, name=f"active_{t.name}") for t in self.tasks}
@@ -230,7 +241,7 @@ class Trainer:
     def dataset(self, split: str, batch_size: int, training: bool, input_context=None, skip_batches: int = 0,
                 sources=None):
         m = self.unit.model
-        ds = build_dataset(self.paper.data, split, image_size=m.input_hw, channels=m.channels,
+        ds = build_dataset(self.data, split, image_size=m.input_hw, channels=m.channels,
                            batch_size=batch_size, training=training, folder=sources or self.sources,
                            input_context=input_context, seed=self.paper.seed)
         return ds.skip(skip_batches) if skip_batches else ds
@@ -265,7 +276,7 @@ class Trainer:
 
     def predict(self, split: str):
         m = self.unit.model
-        return predict_split(self.forward, self.paper.data, self.sources, m.input_hw, m.channels,
+        return predict_split(self.forward, self.data, self.sources, m.input_hw, m.channels,
                              [t.name for t in self.tasks], split)
 
     def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
@@ -372,12 +383,28 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
 
+    def ensemble_functions(self) -> list:
+        """Inference functions of the last `model.ensemble` checkpoints of the last stage (empty
+        when the model asks for no ensemble); each restores into a model of its own."""
+        count = self.unit.model.ensemble
+        if not count:
+            return []
+        folder = self.dir / "checkpoints" / f"stage{len(self.unit.model.stages) - 1}"
+        state = tf.train.get_checkpoint_state(str(folder))
+        paths = list(state.all_model_checkpoint_paths)[-count:] if state else []
+        functions = []
+        for path in paths:
+            model = build_model(dataclasses.replace(self.unit.model, weights=""))
+            tf.train.Checkpoint(model=model).restore(path).expect_partial()
+            functions.append(inference_fn(model))
+        return functions
+
     def precise_bn(self, stage: StageConfig) -> None:
         """Recompute BatchNorm statistics on a fixed, seeded sample of un-augmented training batches."""
         if stage.precise_bn_batches <= 0 or stage.bottleneck:
             return
         m = self.unit.model
-        data = dataclasses.replace(self.paper.data, augment=None, cache=False, deterministic=True)
+        data = dataclasses.replace(self.data, augment=None, cache=False, deterministic=True)
         ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
                            batch_size=stage.batch_size, training=True, folder=self.stage_sources(stage),
                            seed=self.paper.seed + 1)
@@ -514,7 +541,7 @@ def unit_record(unit: Unit, sources: list[Source], labels: dict) -> dict:
     m = unit.model
     return {
         "unit": unit.name, "model_key": unit.model_key, "arch": m.arch, "crop": unit.crop,
-        "attribute": unit.attribute, "input_size": list(m.input_hw), "channels": m.channels,
+        "attribute": unit.attribute, "fold": unit.fold, "input_size": list(m.input_hw), "channels": m.channels,
         # absolute paths: the run folder works from any directory; "records" is the first source's
         "records": str(sources[0].folder),
         "sources": [{"name": s.name, "folder": str(s.folder), "weight": s.weight, "tasks": list(s.tasks)}
@@ -571,7 +598,8 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         record["history"] = trainer.history
         write_json(unit_dir / "unit.json", record)
         # the validation function serves here too: it already holds the best weights, no new trace
-        evaluate_unit(trainer.forward, unit_dir, cfg)  # on workers too: it marks the unit done for a rerun
+        # on workers too: it marks the unit done for a rerun
+        evaluate_unit(trainer.forward, unit_dir, cfg, ensemble=trainer.ensemble_functions())
     write_json(run_dir / "skipped.json", skipped)
     return write_reports(run_dir) if chief else {}
 

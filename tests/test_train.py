@@ -473,3 +473,44 @@ def test_regularization_losses_count_once_whatever_the_replica_count():
         assert float(loss) == pytest.approx(float(per_task["smile"]) + penalty, rel=1e-5)
         results.append(float(loss) - float(per_task["smile"]))
     assert results[0] == pytest.approx(results[1], rel=1e-4)
+
+
+def test_k_fold_units_report_mean_and_std_and_a_checkpoint_ensemble_averages_probabilities(records, tmp_path):
+    paper = tiny_paper(records, steps=4)
+    model = paper.models["tiny"]
+    stage = dataclasses.replace(model.stages[0], eval_every=2, keep_checkpoints=2)
+    model = dataclasses.replace(model, stages=(stage,), ensemble=2,
+                                tasks=(TaskConfig("smile"), TaskConfig("pose", num_classes=5)))
+    paper = dataclasses.replace(paper, models={"tiny": model}, data=dataclasses.replace(paper.data, folds=2))
+    units = plan_units(paper)
+    assert [u.name for u in units] == ["tiny-original-all-fold0", "tiny-original-all-fold1"]
+    metrics = train_paper(paper, tmp_path / "run", units, None, records_root=tmp_path, progress=False,
+                          strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
+    folds = [metrics["models"][u.name] for u in units]
+    # the two held-out folds partition the 40 train+val records
+    assert sum(f["val"]["smile"]["count"] for f in folds) == 40
+    cv = metrics["cross_validation"]["tiny-original-all"]["smile"]
+    assert cv["val"] == [f["val"]["smile"]["accuracy"] for f in folds]
+    table = (tmp_path / "run" / "results.md").read_text()
+    mean, std = 100 * np.mean(cv["val"]), 100 * np.std(cv["val"])
+    assert f"{mean:.2f} +- {std:.2f}% (2 folds)" in table
+    # the ensemble: the average of the two kept checkpoints' softmax probabilities
+    from kerasface.architectures import build_model
+    from kerasface.data.pipeline import build_dataset
+
+    unit_dir = tmp_path / "run" / "models" / units[0].name
+    state = tf.train.get_checkpoint_state(str(unit_dir / "checkpoints" / "stage0"))
+    assert [p.rsplit("-", 1)[1] for p in state.all_model_checkpoint_paths] == ["2", "4"]
+    probs = []
+    for path in state.all_model_checkpoint_paths:
+        net = build_model(model)
+        tf.train.Checkpoint(model=net).restore(path).expect_partial()
+        ds = build_dataset(paper.data, "test", image_size=(48, 48), channels=3, batch_size=64, training=False,
+                           folder=records)
+        out = [(tf.nn.softmax(net(x, training=False)["smile"]).numpy(), y["smile"].numpy()) for x, y in ds]
+        probs.append(np.concatenate([o for o, _ in out]))
+        labels = np.concatenate([y for _, y in out])
+    keep = labels >= 0
+    expected = float(np.mean(np.mean(probs, 0).argmax(-1)[keep] == labels[keep]))
+    assert folds[0]["ensemble"]["size"] == 2
+    assert folds[0]["ensemble"]["test"]["smile"]["accuracy"] == pytest.approx(expected)

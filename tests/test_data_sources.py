@@ -69,8 +69,11 @@ def test_a_source_gives_only_the_tasks_it_is_assigned(sources):
     faces_age_only = Source("faces", faces.folder, tasks=("age",))
     _, targets = next(iter(build_dataset(data, "train", image_size=(8, 8), channels=3, batch_size=10,
                                          training=False, folder=[faces_age_only])))
-    assert (targets["attributes"].numpy() == -1).all() and (targets["identity"].numpy() == -1).all()
-    assert np.isfinite(targets["age"].numpy()).all()
+    assert sorted(targets) == ["age", "landmarks"] and np.isfinite(targets["age"].numpy()).all()
+    # beside a source that gives them, they are there, unknown for this source's samples
+    _, mixed = next(iter(build_dataset(data, "train", image_size=(8, 8), channels=3, batch_size=50,
+                                       training=False, folder=[faces_age_only, faces])))
+    assert (mixed["identity"].numpy()[:10] == -1).all() and (mixed["identity"].numpy()[10:] >= 0).all()
 
 
 def test_evaluation_reads_one_source_or_all(sources):
@@ -123,3 +126,19 @@ def test_cache_only_within_the_memory_budget():
     # CASIA-WebFace (494,414 faces) at 112x96 RGB is about 60 GB decoded: never cached by default
     assert not fits_cache(DataConfig(), 494_414, (112, 96), 3)
     assert math.isclose(494_414 * 112 * 96 * 3 * 4 / 2**30, 59.4, rel_tol=0.01)
+
+
+def test_a_label_a_source_does_not_give_may_differ_from_anothers(tmp_path, sources):
+    smiles, _ = sources
+    other = write_source(tmp_path / "other", {"smile": LabelSpec("class", ("yes", "no")),
+                                              "gender": LabelSpec("class", ("m", "f"))},
+                         {"train": [{"smile": 0, "gender": 1}] * 4}, value=50)
+    data = DataConfig(cache=False, augment=None)
+    with pytest.raises(ValueError, match="label 'smile' differs between sources"):
+        build_dataset(data, "train", image_size=(8, 8), channels=3, batch_size=4, training=False,
+                      folder=[smiles, Source("other", other)])
+    ds = build_dataset(data, "train", image_size=(8, 8), channels=3, batch_size=44, training=False,
+                       folder=[smiles, Source("other", other, tasks=("gender",))])
+    _, targets = next(iter(ds))
+    assert sorted(targets) == ["gender", "landmarks", "smile"]
+    assert (targets["smile"].numpy()[40:] == -1).all() and (targets["gender"].numpy()[40:] == 1).all()

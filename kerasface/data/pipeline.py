@@ -110,10 +110,13 @@ def as_sources(folder) -> list[Source]:
 
 
 def union_labels(sources: Sequence[Source]) -> dict[str, LabelSpec]:
-    """Every label any source provides; one name must mean the same label in every source."""
+    """Every label the sources give the model (all of a source's labels, or its `tasks`); one name
+    must mean the same label in every source that gives it."""
     labels: dict[str, LabelSpec] = {}
     for source in sources:
         for name, spec in manifest_labels(read_manifest(source.folder)).items():
+            if source.tasks and name not in source.tasks:
+                continue  # not given to the model (MTFL's smile beside GENKI-4K's)
             if name in labels and labels[name] != spec:
                 raise ValueError(f"label {name!r} differs between sources ({source.folder}: {spec}, "
                                  f"elsewhere: {labels[name]}); rename one of them")

@@ -60,4 +60,4 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-from kerasface.data import fer2013, genki4k, mtfl  # noqa: E402,F401  (registration)
+from kerasface.data import fer2013, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)

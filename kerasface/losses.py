@@ -32,9 +32,13 @@ def masked_squared_hinge(labels: tf.Tensor, logits: tf.Tensor, global_batch: int
 
 
 def landmark_loss(target: tf.Tensor, predicted: tf.Tensor, global_batch: int) -> tf.Tensor:
-    """Half the squared Euclidean error over the 10 normalised coordinates (TCDCN's regression loss)."""
-    error = tf.reduce_sum(tf.square(tf.cast(predicted, tf.float32) - target), axis=-1)
-    return 0.5 * tf.reduce_sum(error) / global_batch
+    """Half the squared Euclidean error over the 10 normalised coordinates (TCDCN's regression loss).
+    NaN coordinates (faces without landmarks: face-crop datasets, or mixed sources) are unknown:
+    they add nothing, and no gradient."""
+    target = tf.cast(target, tf.float32)
+    known = tf.math.is_finite(target)
+    error = tf.where(known, tf.cast(predicted, tf.float32) - tf.where(known, target, 0.0), 0.0)
+    return 0.5 * tf.reduce_sum(tf.square(error)) / global_batch
 
 
 def masked_sigmoid_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:

@@ -41,10 +41,15 @@ def classification_report(labels: np.ndarray, predicted: np.ndarray, class_names
 
 
 def landmark_report(target: np.ndarray, predicted: np.ndarray, width: float, height: float) -> dict:
-    """Mean point error / inter-ocular distance (eye centres), over all faces and the five points."""
+    """Mean point error / inter-ocular distance (eye centres), over all faces and the five points;
+    faces without landmarks (any NaN) are left out."""
     scale = np.array([width, height], np.float64)
     target = np.asarray(target, np.float64).reshape(-1, 5, 2) * scale
     predicted = np.asarray(predicted, np.float64).reshape(-1, 5, 2) * scale
+    known = np.isfinite(target).all(axis=(1, 2))
+    target, predicted = target[known], predicted[known]
+    if not known.any():  # as the other reports do without labels: zeros, count 0
+        return {"nme": 0.0, "nme_per_point": dict.fromkeys(LANDMARK_NAMES, 0.0), "failure_rate_10pct": 0.0, "count": 0}
     inter_ocular = np.linalg.norm(target[:, 0] - target[:, 1], axis=-1)
     error = np.linalg.norm(predicted - target, axis=-1) / np.maximum(inter_ocular, 1e-6)[:, None]
     return {

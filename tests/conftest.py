@@ -12,13 +12,28 @@ import tensorflow as tf
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-REAL_MTFL = Path(os.environ.get("KERASFACE_MTFL", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "MTFL"))
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+REAL_MTFL = Path(os.environ.get("KERASFACE_MTFL", SHARED_DATASETS / "MTFL"))
 
 
 def real_mtfl_or_skip() -> Path:
     if not (REAL_MTFL / "training.txt").is_file():
         pytest.skip(f"real MTFL not found at {REAL_MTFL} (set KERASFACE_MTFL to run this test)")
     return REAL_MTFL
+
+
+def real_dataset_or_skip(dataset: str) -> Path:
+    """The real copy of a registered dataset: $<its env var>, default ../shared/datasets/<NAME>
+    (FER2013, GENKI-4K, ...); skips, saying where it looked, when the reader finds none there."""
+    from kerasface.data import DATASETS
+
+    spec = DATASETS.get(dataset)
+    folder = {"fer2013": "FER2013", "genki4k": "GENKI-4K", "imdb": "IMDB", "wiki": "WIKI"}.get(dataset, dataset)
+    where = os.environ.get(spec.env_var, str(SHARED_DATASETS / folder))
+    try:
+        return spec.resolve_root(where)
+    except FileNotFoundError:
+        pytest.skip(f"real {dataset} not found at {where} (set {spec.env_var} to run this test)")
 
 
 @pytest.fixture(scope="session")

@@ -162,7 +162,7 @@ def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):
     assert main(["--dataset", "mtfl", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "MTFL not found" in capsys.readouterr().err
     assert main(["--dataset", "celebz", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown dataset 'celebz'; known: mtfl" in capsys.readouterr().err
+    assert "unknown dataset 'celebz'; known: fer2013, genki4k, imdb, mtfl, wiki" in capsys.readouterr().err
 
 
 @pytest.mark.real_data

@@ -23,6 +23,10 @@ class FaceAnnotation:
     # or real values (tuple of floats), as the dataset's LabelSpec says
     labels: dict[str, Any]
     line: int = 0  # 1-based line in the list file, for error messages
+    # The pixels, when the dataset keeps them in a file beside the labels (FER2013's CSV): uint8
+    # HxW, HxWx1 or HxWx3; the converter uses them instead of reading `path`, which then names the
+    # source for messages and `image/source` (e.g. "fer2013.csv:123").
+    image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ class DatasetSpec:
     flip_permutations: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # write_demo(root, seed): renders a synthetic copy in the dataset's own format (--demo)
     write_demo: Callable[[Path, int], None] | None = None
+    # Whether the images are already face crops (True, False, or a test of the root folder): the
+    # converter then stores each whole image at the crop scheme's size and colour, with NaN
+    # landmarks, instead of detecting (no landmarks given) or cropping (landmarks given) a face.
+    cropped: bool | Callable[[Path], bool] = False
+    default_crop: str = "nose_centred_150"  # the converter's --crop when none is given
+    default_image_format: str = "jpeg"  # the converter's --image-format when none is given
+
+    def is_cropped(self, root: Path) -> bool:
+        return bool(self.cropped(root) if callable(self.cropped) else self.cropped)
 
     @property
     def label_specs(self) -> dict:
@@ -47,4 +60,4 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-from kerasface.data import mtfl  # noqa: E402,F401  (registration)
+from kerasface.data import fer2013, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)

@@ -3,7 +3,11 @@
     python -m kerasface.data.convert --dataset mtfl --root PATH --out tfrecords/mtfl [--crop nose_centred_150]
 
 Images are read, cropped by a named crop scheme (kerasface.faces.crops) and stored encoded, with
-landmarks (in crop pixels) and every label. Work is spread over processes. A new conversion is
+landmarks (in crop pixels) and every label. A face without landmarks is detected (MTCNN) first.
+Datasets whose images are already face crops (FER2013; the 64x64 GENKI-4K copy: `DatasetSpec.cropped`,
+or `--cropped yes|no`) are stored whole at the scheme's size and colour, with NaN landmarks.
+`--crop` and `--image-format` default to the dataset's own (`DatasetSpec.default_crop`,
+`default_image_format`: PNG for FER2013, whose pixels are numbers, so they are stored losslessly). Work is spread over processes. A new conversion is
 written into a hidden staging folder inside OUT (`.partial-<pid>/`, which no reader looks at) and
 only published when complete: the old manifest goes, the new shards move into OUT by rename, old
 shards it does not list go, and the new manifest.json comes last. Until then the previous
@@ -32,7 +36,8 @@ from PIL import Image
 
 from kerasface.cli import EXPECTED, run_command
 from kerasface.data import DATASETS, FaceAnnotation
-from kerasface.faces.crops import CROPS, apply_crop
+from kerasface.data.common import NO_LANDMARKS
+from kerasface.faces.crops import CROPS, apply_crop, face_crop_as
 from kerasface.faces.images import ImageError, load_image, one_line
 
 
@@ -48,6 +53,7 @@ class Job:
     crop: str
     image_format: str
     quality: int
+    cropped: bool = False  # the image is already a face crop: stored whole, no landmarks
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,13 @@ def prepare(job: Job) -> Prepared:
     """Read, crop and encode one face; failures come back as a reason instead of an exception."""
     face = job.face
     try:
-        image = load_image(Path(job.root) / face.path)
+        image = face.image if face.image is not None else load_image(Path(job.root) / face.path)
+        if job.cropped:  # the whole image is the face
+            crop = face_crop_as(job.crop, image)
+            encoded = encode(crop, job.image_format, job.quality)
+            return Prepared(job.index, job.split, face.path, encoded, crop.shape, NO_LANDMARKS, face.labels)
+        if image.ndim == 2 or image.shape[2] == 1:  # in-memory gray pixels: RGB, as load_image gives
+            image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=2)
         if np.isnan(face.landmarks).any():  # a whole photo without annotations: detect the face
             from kerasface.faces.detect import detect_and_crop
 
@@ -109,25 +121,31 @@ def convert(
     dataset: str,
     root: str | None,
     out: str | os.PathLike,
-    crop: str = "nose_centred_150",
+    crop: str | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
     shards: int = 4,
     workers: int = 0,
-    image_format: str = "jpeg",
+    image_format: str | None = None,
     quality: int = 95,
     strict: bool = False,
     progress: bool = True,
     limit: int = 0,
+    cropped: bool | None = None,
 ) -> dict:
-    """Convert `dataset` at `root` into `out`; returns the manifest written there."""
+    """Convert `dataset` at `root` into `out`; returns the manifest written there. `crop` and
+    `image_format` default to the dataset's (`DatasetSpec.default_crop`, `default_image_format`);
+    `cropped` (the images are already face crops) to what the dataset says of this root."""
     from tqdm import tqdm
 
     from kerasface.data.tfrecord import SCHEMA_VERSION, ShardedWriter, fold_ranks, make_example, sha256_file
 
     spec = DATASETS.get(dataset)
+    crop = crop or spec.default_crop
+    image_format = image_format or spec.default_image_format
     scheme = CROPS.get(crop)
     root_path = spec.resolve_root(root)
+    cropped = spec.is_cropped(root_path) if cropped is None else bool(cropped)
     splits = spec.read_splits(root_path, val_fraction, seed)
     if limit:
         splits = {name: faces[:limit] for name, faces in splits.items()}
@@ -138,7 +156,7 @@ def convert(
     staging.mkdir(parents=True)
 
     jobs = [
-        Job(i, split, str(root_path), face, crop, image_format, quality)
+        Job(i, split, str(root_path), face, crop, image_format, quality, cropped)
         for split, faces in splits.items()
         for i, face in enumerate(faces)
     ]
@@ -181,6 +199,7 @@ def convert(
             "image_size": list(scheme.size) if scheme.size else None,
             "channels": 1 if scheme.grayscale else 3,
             "image_format": image_format,
+            "cropped": cropped,
             "attributes": {name: list(names) for name, names in classes.items()},  # schema v1 readers
             "labels": {name: label.to_json() for name, label in labels.items()},
             "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
@@ -226,19 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS.names())}")
     parser.add_argument("--root", help="dataset folder (default: the dataset's environment variable, e.g. $KERASFACE_MTFL)")
     parser.add_argument("--out", required=True, help="output folder for shards and manifest.json")
-    parser.add_argument("--crop", default="nose_centred_150", help=f"crop scheme: {', '.join(CROPS.names())}")
+    parser.add_argument("--crop", help=f"crop scheme (default: the dataset's, e.g. nose_centred_150 for mtfl): "
+                                       f"{', '.join(CROPS.names())}")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     parser.add_argument("--shards", type=int, default=4, help="shards per split")
     parser.add_argument("--workers", type=int, default=0, help="processes (default: CPU count, at most 8)")
-    parser.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
+    parser.add_argument("--image-format", choices=("jpeg", "png"),
+                        help="stored image format (default: the dataset's: png for fer2013, else jpeg)")
+    parser.add_argument("--cropped", choices=("auto", "yes", "no"), default="auto",
+                        help="the images are already face crops, stored whole without detection "
+                             "(auto: as the dataset says, e.g. genki4k when every image is at most 64x64)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument("--strict", action="store_true", help="fail on the first missing or corrupt image")
     parser.add_argument("--limit", type=int, default=0, help="convert at most N faces per split (smoke tests)")
     args = parser.parse_args(argv)
     def body() -> None:
         manifest = convert(args.dataset, args.root, args.out, args.crop, args.val_fraction, args.seed, args.shards,
-                           args.workers, args.image_format, args.quality, args.strict, limit=args.limit)
+                           args.workers, args.image_format, args.quality, args.strict, limit=args.limit,
+                           cropped={"auto": None, "yes": True, "no": False}[args.cropped])
         total = sum(s["records"] for s in manifest["splits"].values())
         per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
         print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "

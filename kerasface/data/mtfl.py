@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasface.data import DATASETS, DatasetSpec, FaceAnnotation
+from kerasface.data.common import seeded_split
 
 ENV_VAR = "KERASFACE_MTFL"
 LIST_FILES = {"train": "training.txt", "test": "testing.txt"}
@@ -83,10 +84,8 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 
 def split_train_val(faces: list[FaceAnnotation], val_fraction: float, seed: int) -> tuple[list[FaceAnnotation], list[FaceAnnotation]]:
     """The seeded train/validation split of training.txt (the paper's 80/20)."""
-    order = np.random.default_rng(seed).permutation(len(faces))
-    n_val = int(round(len(faces) * val_fraction))
-    val_idx, train_idx = set(order[:n_val].tolist()), order[n_val:]
-    return [faces[i] for i in sorted(train_idx.tolist())], [faces[i] for i in sorted(val_idx)]
+    train, val, _ = seeded_split(faces, val_fraction, seed)
+    return train, val
 
 
 def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0) -> dict[str, list[FaceAnnotation]]:

@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["render_face", "write_demo_mtfl", "sample_grid", "PARTS", "FOLDER_STYLES"]
+__all__ = ["render_face", "write_demo_mtfl", "sample_grid", "PARTS", "FOLDER_STYLES", "EXPRESSIONS"]
 
 # Part codes of the optional part map returned by render_face(..., return_parts=True).
 PARTS = {
@@ -195,6 +195,8 @@ class _Face:
         self.brow_t = u(0.065, 0.12) if male else u(0.035, 0.075)
         self.brow_y = -u(0.28, 0.36)
         self.brow_arch = u(0.02, 0.1)
+        self.brow_lift = 0.0  # set by an expression (EXPRESSIONS), never drawn
+        self.brow_tilt = 0.0
 
         # Mouth shape: (kind, k_upper, k_lower) with curves y = y_mouth + k * (1 - (x/w)^2).
         if smiling:
@@ -278,6 +280,35 @@ class _Face:
         self.diffuse = u(0.45, 0.65)
         self.shirt = rng.uniform(20, 235, 3).astype(np.float32)
         self.neckline = rng.random() < 0.5
+
+
+# Facial expressions (FER2013's seven emotions), as changes to a face's brows, eyes and mouth in
+# model units: brow lift (up), brow tilt (inner ends down), eye opening factor, and the mouth
+# (kind, k_upper, k_lower, teeth) with its half-width (None keeps the drawn one). "happy" keeps the
+# drawn smiling mouth (the face is drawn with smile = 1, every other expression with smile = 2).
+EXPRESSIONS: dict[str, dict[str, Any]] = {
+    "angry": {"lift": -0.05, "tilt": 0.24, "eyes": 0.8, "mouth": ("closed", -0.03, -0.03, False), "width": 0.33},
+    "disgust": {"lift": -0.06, "tilt": 0.08, "eyes": 0.65, "mouth": ("open", -0.07, -0.015, True), "width": 0.36},
+    "fear": {"lift": 0.1, "tilt": -0.1, "eyes": 1.5, "mouth": ("open", -0.015, 0.1, True), "width": 0.47},
+    "happy": {"lift": 0.0, "tilt": 0.0, "eyes": 1.0, "mouth": None, "width": None},
+    "sad": {"lift": 0.0, "tilt": -0.16, "eyes": 0.85, "mouth": ("closed", -0.09, -0.09, False), "width": 0.38},
+    "surprise": {"lift": 0.16, "tilt": 0.0, "eyes": 1.55, "mouth": ("open", -0.12, 0.16, False), "width": 0.2},
+    "neutral": {"lift": 0.0, "tilt": 0.0, "eyes": 1.0, "mouth": ("closed", 0.0, 0.0, False), "width": None},
+}
+
+
+def _express(f: _Face, expression: str) -> None:
+    """Give face `f` an expression of EXPRESSIONS (no random draws: the rest of the image is the
+    same as without it)."""
+    if expression not in EXPRESSIONS:
+        raise ValueError(f"unknown expression {expression!r}; known: {', '.join(EXPRESSIONS)}")
+    e = EXPRESSIONS[expression]
+    f.brow_lift, f.brow_tilt = e["lift"], e["tilt"]
+    f.eye_h *= e["eyes"]
+    if e["mouth"] is not None:
+        f.mouth = e["mouth"]
+    if e["width"] is not None:
+        f.mouth_w = e["width"]
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -444,12 +475,15 @@ def _paint_face(f: _Face, head: _Head, x, y, col, part, px, rng):
             wn.col *= (1.0 - 0.13 * g)[:, None]
         wn.done()
 
-    # Eyebrows: an arch over each eye, thicker at the inner end.
-    wn = Win((y > f.brow_y - f.brow_arch - 0.15) & (y < f.brow_y + 0.15)
-             & (ax > 0.15) & (ax < 0.87))
+    # Eyebrows: an arch over each eye, thicker at the inner end (an expression may lift them and
+    # tilt them: brow_tilt > 0 lowers the inner ends, a frown; < 0 raises them, sadness).
+    y_brow = f.brow_y - f.brow_lift
+    wn = Win((y > y_brow - f.brow_arch - 0.15 - max(-f.brow_tilt, 0.0))
+             & (y < y_brow + 0.15 + max(f.brow_tilt, 0.0)) & (ax > 0.15) & (ax < 0.87))
     if wn:
         u = np.clip((wn.ax - 0.2) / 0.62, 0, 1)
-        yb = f.brow_y - f.brow_arch * np.clip(np.sin(u * np.pi), 0, 1) ** 0.8 + 0.04 * u
+        yb = y_brow - f.brow_arch * np.clip(np.sin(u * np.pi), 0, 1) ** 0.8 + 0.04 * u
+        yb = yb + f.brow_tilt * (1.0 - u)
         th = f.brow_t * (1.0 - 0.55 * u)
         a = _soft(th / 2 - np.abs(wn.y - yb), px) * _soft(np.minimum(wn.ax - 0.2, 0.82 - wn.ax), px)
         _blend(wn.col, a * 0.92, f.brow_col)
@@ -626,7 +660,8 @@ def _background(rng: np.random.Generator, h: int, w: int, clean: bool) -> Image.
 def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, int] = (250, 250), *,
                 labels: dict[str, int] | None = None, iod: float | None = None,
                 nose: tuple[float, float] | None = None, yaw: float | None = None,
-                roll: float | None = None, clean: bool = False, return_parts: bool = False):
+                roll: float | None = None, clean: bool = False, return_parts: bool = False,
+                expression: str | None = None):
     """Render one synthetic face.
 
     Args:
@@ -639,6 +674,8 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
       yaw, roll: head yaw and in-plane rotation in degrees; a given yaw decides the pose label.
       clean: a plain grey background, fixed front light, no gradient, blur or noise (for tests).
       return_parts: also return an (H, W) uint8 map of PARTS codes (what is drawn where).
+      expression: one of EXPRESSIONS (FER2013's emotions: brows, eyes and mouth); it forces
+        smile = 1 for "happy" and 2 otherwise. None (default) draws the face as before.
 
     Returns:
       image (H, W, 3) uint8; landmarks (5, 2) float64 (x, y): left eye, right eye, nose tip, left
@@ -648,7 +685,11 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     h, w = int(size[0]), int(size[1])
+    if expression is not None:
+        labels = {**(labels or {}), "smile": 1 if expression == "happy" else 2}
     f = _Face(rng, labels, yaw, roll)
+    if expression is not None:
+        _express(f, expression)
     s = float(iod) if iod is not None else float(rng.uniform(0.17, 0.25) * min(h, w))
     nose_xy = np.array(nose if nose is not None else
                        (w * rng.uniform(0.44, 0.56), h * rng.uniform(0.46, 0.58)), np.float64)
@@ -919,6 +960,8 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
         "yaw_deg": round(f.yaw, 3), "roll_deg": round(f.roll, 3), "iod_px": round(s * cs, 3),
         "hair": f.hair_style, "beard": f.beard or "none", "mouth": f.mouth[0],
     }
+    if expression is not None:
+        info["expression"] = expression
     if return_parts:
         return image, landmarks, info, parts
     return image, landmarks, info

@@ -244,3 +244,41 @@ def vggface_224(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, n
     `gnet_aligned_face` (SphereFace template at zoom 0.75, face middle (48, 69) at the centre),
     a loose crop like VGG-Face's training faces: the whole head with a margin."""
     return _aligned(image, landmarks, (224, 224), 0.75, FACE_CENTRE)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# Images that are already face crops (FER2013's 48x48 faces, the 64x64 GENKI-4K copy): no
+# landmarks, no detection; the whole image is the face, stored at a scheme's size and colour.
+# ------------------------------------------------------------------------------------------------
+
+
+def whole_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole image scaled to `size` (height, width): area averaging when shrinking, bilinear
+    when enlarging (edges replicated, never padded); the same array when already that size."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out[..., None] if out.ndim == 2 and image.ndim == 3 else out
+
+
+def face_crop_as(name: str, image: np.ndarray) -> np.ndarray:
+    """An image that is already a face crop (uint8 HxW, HxWx1 or HxWx3), stored as the scheme
+    `name` stores faces: in its colour (grayscale by ITU-R 601 luma, or gray repeated to RGB) and,
+    whole, at its size (`whole_image`; a scheme without a size keeps the image's). A 48x48 gray
+    face and a 48x48 gray scheme (bknet_48_gray) keep every pixel."""
+    scheme = CROPS.get(name)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if scheme.grayscale:
+        image = to_grayscale(image)
+    elif image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if scheme.size is not None:
+        image = whole_image(image, scheme.size)
+    return np.ascontiguousarray(image)

@@ -99,7 +99,7 @@ class StageConfig:
     batch_size: int = 64
     steps: int = 0  # optimizer steps; 0 -> derived from `epochs`
     epochs: float = 0.0
-    eval_every: int = 200
+    eval_every: int = 200  # steps between validations; 0 = once per epoch
     # (glob over layer names, multiplier) pairs: Caffe-style per-layer learning rates.
     lr_multipliers: tuple[tuple[str, float], ...] = ()
     # Train only the new head on features of the frozen backbone computed once and cached.

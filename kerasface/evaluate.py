@@ -17,7 +17,7 @@ import numpy as np
 
 from kerasface.config import PaperConfig, TaskConfig, read_config, target_key, write_json
 from kerasface.data.pipeline import read_manifest
-from kerasface.inference import inference_fn, predict_split, records_folder
+from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
 
 
 def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size) -> dict:
@@ -156,10 +156,12 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
     return record
 
 
-def reported_for(cfg: PaperConfig, model_key: str, attribute: str, crop: str) -> Reported | None:
+def reported_for(cfg: PaperConfig, model_key: str, attribute: str, crop: str):
+    """The paper's number(s) for a row: one Reported, or a ReportedList (one per split)."""
     for key in (f"{model_key}/{attribute}/{crop}", f"{model_key}/{attribute}/*"):
         if key in cfg.reported:
-            return Reported.of(cfg.reported[key])
+            entry = cfg.reported[key]
+            return ReportedList([Reported.of(e) for e in entry]) if isinstance(entry, (list, tuple)) else Reported.of(entry)
     return None
 
 
@@ -178,7 +180,15 @@ class Reported:
 
     def __str__(self) -> str:
         std = f" +- {100 * self.std:.2f}" if self.std is not None else ""
-        return f"{100 * self.value:.2f}{std}%" if std else f"{100 * self.value:.1f}%"
+        number = f"{100 * self.value:.2f}{std}%" if std else f"{100 * self.value:.1f}%"
+        return number if self.split == "test" else f"{self.split} {number}"
+
+
+class ReportedList(list):
+    """Several of a paper's numbers for one row (FER2013's public and private test)."""
+
+    def __str__(self) -> str:
+        return "; ".join(map(str, self))
 
 
 def evaluated_splits(record: dict) -> list[str]:
@@ -244,15 +254,19 @@ def write_reports(run_dir: Path) -> dict:
     for group, records in sorted(folds.items()):
         first = records[0]
         summary = {}
+        variants = [("", "")] + ([("_ensemble", f", ensemble of {first['ensemble_size']}")]
+                                 if first.get("ensemble_size") else [])
         for task in first["tasks"]:
             name = task["name"]
             paper = reported_for(cfg, first["model_key"], name, first["crop"])
-            cells = [_cv_cell([r.get(f"{split}_metrics", {}).get(name) for r in records]) for split in split_names]
-            summary[name] = {split: [headline(r[f"{split}_metrics"][name]) for r in records
-                                     if r.get(f"{split}_metrics", {}).get(name, {}).get("count", 1)]
-                             for split in split_names}
-            rows.append((first["model_key"], first["crop"], f"{name} ({len(records)}-fold)", *cells,
-                         str(paper) if paper is not None else "—", ""))
+            for suffix, label in variants:
+                cells = [_cv_cell([r.get(f"{split}{suffix}_metrics", {}).get(name) for r in records])
+                         for split in split_names]
+                summary[name + suffix] = {split: [headline(r[f"{split}{suffix}_metrics"][name]) for r in records
+                                                  if r.get(f"{split}{suffix}_metrics", {}).get(name, {}).get("count", 1)]
+                                          for split in split_names}
+                rows.append((first["model_key"], first["crop"], f"{name} ({len(records)}-fold{label})", *cells,
+                             str(paper) if paper is not None else "—", ""))
         metrics["cross_validation"][group] = summary
     split_names = split_names or ["val", "test"]
     skipped_path = run_dir / "skipped.json"
@@ -264,6 +278,10 @@ def write_reports(run_dir: Path) -> dict:
                      f"not trained: {reason.split('. ')[0]}", str(paper) if paper is not None else "—", ""))
     metrics["skipped"] = skipped
     write_json(run_dir / "metrics.json", metrics)
+    # several sources: the table shows each source's splits (the pooled ones stay in metrics.json)
+    shown = [i for i, n in enumerate(split_names) if "/" in n] or list(range(len(split_names)))
+    rows = [row[:3] + tuple(row[3 + i] for i in shown) + row[3 + len(split_names):] for row in rows]
+    split_names = [split_names[i] for i in shown]
     last = split_names[-1]
     header = ("model", "crop", "attribute", *split_names[:-1], f"{last} (ours)", "paper", f"{last} detail")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -306,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             last = tf.train.latest_checkpoint(str(max((unit_dir / "checkpoints").glob("stage*"))))
             tf.train.Checkpoint(model=model).restore(last).expect_partial()
         print(f"evaluating {record['unit']}", file=sys.stderr)
-        evaluate_unit(inference_fn(model), unit_dir, cfg)
+        model_cfg = dataclasses.replace(model_cfg, tasks=tuple(t for t in model_cfg.tasks if t.name in names))
+        evaluate_unit(inference_fn(model), unit_dir, cfg, ensemble=ensemble_functions(model_cfg, unit_dir))
     write_reports(run_dir)
     return 0
 

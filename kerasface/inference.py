@@ -46,3 +46,25 @@ def records_folder(unit_dir: str | os.PathLike, recorded: str) -> Path:
             return candidate
     raise FileNotFoundError(f"{Path(unit_dir) / 'unit.json'}: its TFRecords folder {recorded!r} was not found "
                             f"(looked in {', '.join(str(c) for c in candidates)})")
+
+
+def ensemble_functions(model_cfg, unit_dir) -> list:
+    """Inference functions of the last `model_cfg.ensemble` checkpoints of the last stage (empty
+    when the model asks for no ensemble); each restores into a model of its own."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from kerasface.architectures import build_model
+
+    count = model_cfg.ensemble
+    if not count:
+        return []
+    folder = Path(unit_dir) / "checkpoints" / f"stage{len(model_cfg.stages) - 1}"
+    state = tf.train.get_checkpoint_state(str(folder))
+    functions = []
+    for path in list(state.all_model_checkpoint_paths)[-count:] if state else []:
+        model = build_model(dataclasses.replace(model_cfg, weights=""))
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        functions.append(inference_fn(model))
+    return functions

@@ -39,7 +39,7 @@ from kerasface.data import DATASETS
 from kerasface.data.convert import convert
 from kerasface.data.pipeline import Source, as_sources, build_dataset, epoch_records, read_manifest, union_labels
 from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
-from kerasface.inference import inference_fn, predict_split
+from kerasface.inference import ensemble_functions, inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
 from kerasface.papers import PAPERS, paper_config
 from kerasface.tasks import head_kind
@@ -342,7 +342,8 @@ class Trainer:
         else:
             iterator = iter(self.distributed_train_data(stage, start))
         train_step = self.make_train_step(train_model, optimizer, stage.batch_size, self.stage_tasks(stage))
-        eval_every = max(1, min(stage.eval_every, steps))
+        per_epoch = math.ceil(self.train_records / stage.batch_size)
+        eval_every = max(1, min(stage.eval_every or per_epoch, steps))
 
         stop = {"now": False}
 
@@ -382,22 +383,6 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
-
-    def ensemble_functions(self) -> list:
-        """Inference functions of the last `model.ensemble` checkpoints of the last stage (empty
-        when the model asks for no ensemble); each restores into a model of its own."""
-        count = self.unit.model.ensemble
-        if not count:
-            return []
-        folder = self.dir / "checkpoints" / f"stage{len(self.unit.model.stages) - 1}"
-        state = tf.train.get_checkpoint_state(str(folder))
-        paths = list(state.all_model_checkpoint_paths)[-count:] if state else []
-        functions = []
-        for path in paths:
-            model = build_model(dataclasses.replace(self.unit.model, weights=""))
-            tf.train.Checkpoint(model=model).restore(path).expect_partial()
-            functions.append(inference_fn(model))
-        return functions
 
     def precise_bn(self, stage: StageConfig) -> None:
         """Recompute BatchNorm statistics on a fixed, seeded sample of un-augmented training batches."""
@@ -483,7 +468,7 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     except FileNotFoundError:
         pass
     spec = DATASETS.get(source.dataset)
-    root = source.root or data_root
+    root = source.root or (data_root if len(data_sources(paper.data)) == 1 else None)  # --data: one source
     if demo:
         if spec.write_demo is None:
             raise FileNotFoundError(f"dataset {source.dataset} has no demo copy; point --data at the real one")
@@ -599,7 +584,7 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         write_json(unit_dir / "unit.json", record)
         # the validation function serves here too: it already holds the best weights, no new trace
         # on workers too: it marks the unit done for a rerun
-        evaluate_unit(trainer.forward, unit_dir, cfg, ensemble=trainer.ensemble_functions())
+        evaluate_unit(trainer.forward, unit_dir, cfg, ensemble=ensemble_functions(unit.model, unit_dir))
     write_json(run_dir / "skipped.json", skipped)
     return write_reports(run_dir) if chief else {}
 
@@ -632,8 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         cfg = validate(apply_overrides(paper_config(args.paper, demo=args.demo), args.set))
         units = plan_units(cfg, args.model, args.attribute, args.crop)
-        if not cfg.demo:
-            DATASETS.get(cfg.data.dataset).resolve_root(args.data)  # fail early with where we looked
+        if not cfg.demo:  # fail early, saying where each dataset was looked for
+            sources = data_sources(cfg.data)
+            for source in sources:
+                DATASETS.get(source.dataset).resolve_root(source.root or (args.data if len(sources) == 1 else None))
         run_dir = Path(args.run_dir or Path("runs") / (cfg.name + (f"-{cfg.variant}" if cfg.variant else "")))
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
         train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,

@@ -459,7 +459,9 @@ def test_regularization_losses_count_once_whatever_the_replica_count():
     targets = {"smile": rng.integers(0, 2, 8).astype(np.int32)}
     results = []
     for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
-        strategy = tf.distribute.MirroredStrategy(devices)
+        # ReductionToOneDevice: a second collective all-reduce strategy in one process can collide
+        # with the other 2-replica test's collective instance keys (TF reuses them per process)
+        strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
         keras.utils.set_random_seed(0)
         with strategy.scope():
             model = ARCHITECTURES.get("bknet")((48, 48, 1), {"smile": 2}, width=0.125, l2=0.01, dropout=0.0)

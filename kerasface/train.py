@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], help="train only this model key (repeatable)")
     parser.add_argument("--attribute", action="append", default=[], help="train only this attribute (repeatable)")
     parser.add_argument("--crop", action="append", default=[], help="train only this crop (repeatable)")
-    parser.add_argument("--run-dir", help="run folder (default: runs/<paper>[-demo])")
+    parser.add_argument("--run-dir", help="run folder (default: runs/<paper>[-<variant>])")
     parser.add_argument("--records", default="tfrecords", help="folder of converted TFRecords (default: tfrecords)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. models.tcdcn_multitask.stages.0.lr=0.001")

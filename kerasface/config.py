@@ -272,6 +272,11 @@ def data_sources(data: DataConfig) -> tuple[SourceConfig, ...]:
     return data.sources or (SourceConfig(data.dataset, data.root),)
 
 
+def fold_data(data: DataConfig, fold: int | None) -> DataConfig:
+    """`data` with `fold` as the held-out fold of its k-fold split (None: `data` itself)."""
+    return data if fold is None else dataclasses.replace(data, fold=fold)
+
+
 def target_key(task: TaskConfig) -> str:
     """The key of the pipeline's targets dict that `task` learns from."""
     return task.label or task.name

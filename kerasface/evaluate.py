@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasface.config import PaperConfig, TaskConfig, read_config, target_key, write_json
+from kerasface.config import PaperConfig, TaskConfig, fold_data, read_config, target_key, write_json
 from kerasface.data.pipeline import read_manifest
 from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
 
@@ -115,11 +115,6 @@ def headline(report: dict) -> float:
     return report["accuracy"] if "accuracy" in report else -report["nme"] if "nme" in report else -report["mae"]
 
 
-def unit_data(cfg: PaperConfig, record: dict):
-    """The data config of a unit: the paper's, with the unit's held-out fold."""
-    return cfg.data if record.get("fold") is None else dataclasses.replace(cfg.data, fold=record["fold"])
-
-
 def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> dict:
     """Evaluate one trained model, as its `inference_fn`, on every evaluation split; updates its
     unit.json and writes plots. `ensemble`: inference functions of several checkpoints, whose
@@ -132,7 +127,7 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
     names = [t["name"] for t in record["tasks"]]
     kinds = {t["name"]: head_kind(t["kind"]) for t in record["tasks"]}
     sources = unit_sources(unit_dir, record)
-    data = unit_data(cfg, record)
+    data = fold_data(cfg.data, record.get("fold"))
     splits = evaluation_splits([{"name": s.name, "folder": s.folder} for s in sources])
     for split in splits:
         outputs, targets = predict_split(forward, data, sources, record["input_size"], record["channels"],

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from kerasface.architectures import build_model, copy_matching_weights, load_trained_model
 from kerasface.cli import run_command
-from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources, target_key,
-                              validate, write_config, write_json)
+from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources,
+                              fold_data, target_key, validate, write_config, write_json)
 from kerasface.data import DATASETS
 from kerasface.data.convert import convert
 from kerasface.data.pipeline import Source, as_sources, build_dataset, epoch_records, read_manifest, union_labels
@@ -89,11 +89,6 @@ def plan_units(cfg: PaperConfig, models=(), attributes=(), crops=()) -> list[Uni
     if cfg.data.folds > 1:  # k-fold cross-validation: every unit once per held-out fold
         units = [dataclasses.replace(u, fold=i) for u in units for i in range(cfg.data.folds)]
     return units
-
-
-def unit_data(paper: PaperConfig, unit: Unit):
-    """The data config a unit trains on: the paper's, with the unit's held-out fold."""
-    return paper.data if unit.fold is None else dataclasses.replace(paper.data, fold=unit.fold)
 
 
 # ----------------------------------------------------------------------------- strategy & model
@@ -211,7 +206,7 @@ class Trainer:
         by dataset (for stages with their own data); init_from: a trained unit folder or .keras file."""
         self.unit, self.paper, self.dir, self.strategy = unit, paper, unit_dir, strategy
         self.init_from = init_from
-        self.data = unit_data(paper, unit)
+        self.data = fold_data(paper.data, unit.fold)
         self.progress = progress
         self.tasks = unit.model.tasks
         self.sources = as_sources(records)
@@ -460,7 +455,8 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     copy) if needed."""
     crop = source.crop or crop
     prefix = "demo-" if demo else ""
-    folder = (Path(paper.data.tfrecords) / crop if paper.data.tfrecords and len(data_sources(paper.data)) == 1
+    single = len(data_sources(paper.data)) == 1  # data.tfrecords and --data name the one source
+    folder = (Path(paper.data.tfrecords) / crop if paper.data.tfrecords and single
               else records_root / f"{prefix}{source.dataset}-{crop}")
     try:
         read_manifest(folder)
@@ -468,7 +464,7 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     except FileNotFoundError:
         pass
     spec = DATASETS.get(source.dataset)
-    root = source.root or (data_root if len(data_sources(paper.data)) == 1 else None)  # --data: one source
+    root = source.root or (data_root if single else None)
     if demo:
         if spec.write_demo is None:
             raise FileNotFoundError(f"dataset {source.dataset} has no demo copy; point --data at the real one")

@@ -124,14 +124,13 @@ def union_labels(sources: Sequence[Source]) -> dict[str, LabelSpec]:
     return labels
 
 
-FOLD_SPLITS = ("train", "val")  # under k-fold, both are drawn from the pool below
-FOLD_POOL = ("train", "val")
+FOLD_POOL = ("train", "val")  # the splits k-fold cross-validation re-divides (and serves under these names)
 
 
 def stored_splits(source: Source, split: str, folds: int) -> list[str]:
     """The converted splits that `split` reads from (k-fold: the whole train+val pool)."""
     have = read_manifest(source.folder)["splits"]
-    names = [n for n in FOLD_POOL if n in have] if folds > 1 and split in FOLD_SPLITS else [split]
+    names = [n for n in FOLD_POOL if n in have] if folds > 1 and split in FOLD_POOL else [split]
     return [n for n in names if n in have]
 
 
@@ -173,7 +172,7 @@ def _source_records(data: DataConfig, source: Source, split: str, training: bool
     """The serialized records of one source's split (k-fold: filtered by each record's fold rank)."""
     autotune = tf.data.AUTOTUNE
     manifest = read_manifest(source.folder)
-    use_folds = data.folds > 1 and split in FOLD_SPLITS
+    use_folds = data.folds > 1 and split in FOLD_POOL
     files = [f for n in stored_splits(source, split, data.folds) for f in split_files(source.folder, n)]
     ds = tf.data.Dataset.from_tensor_slices(files)
     shard_records = False

@@ -459,10 +459,18 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     folder = (Path(paper.data.tfrecords) / crop if paper.data.tfrecords and single
               else records_root / f"{prefix}{source.dataset}-{crop}")
     try:
-        read_manifest(folder)
-        return folder
+        manifest = read_manifest(folder)
     except FileNotFoundError:
-        pass
+        manifest = None
+    if manifest is not None:
+        if manifest.get("order") == "shuffled":
+            return folder
+        # converted before records were written in random order: possibly sorted by class
+        if folder.parent != records_root:
+            print(f"warning: {folder} was converted in the reader's order (possibly sorted by class); "
+                  f"convert it again for a well-mixed training stream", file=sys.stderr)
+            return folder
+        print(f"{folder}: converted in the reader's order; converting again in a shuffled order", file=sys.stderr)
     spec = DATASETS.get(source.dataset)
     root = source.root or (data_root if single else None)
     if demo:

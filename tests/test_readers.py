@@ -2,6 +2,7 @@
 FER2013 form giving the same faces), malformed entries, conversion through the converter's command
 line, face-crop records in the training pipeline, the demo copies, and the real datasets."""
 
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -223,6 +224,26 @@ def test_fer_csv_and_image_folders_convert_to_identical_images(fer_fixture):
     counts = manifest["splits"]["public_test"]["labels"]["emotion"]
     assert sum(counts.values()) == 3 and counts == {e: sum(1 for em, _, u in rows if u == "PublicTest" and
                                                            EMOTIONS[em] == e) for e in EMOTIONS}
+
+
+def test_records_are_written_in_a_seeded_random_order_not_the_readers(tmp_path):
+    """The image-folder release lists faces by class; a class-sorted shard would reach the training
+    shuffle buffer one class at a time, so the converter writes each split in a seeded order."""
+    rows = fer_rows((60, 1, 0))  # the folder release needs its test/ folder
+    write_fer_folders(tmp_path / "folders", rows)
+    listed = [f.labels["emotion"] for f in DATASETS.get("fer2013").read_splits(tmp_path / "folders", 0.0, 0)["train"]]
+    runs_of = lambda labels: [len(list(g)) for _, g in itertools.groupby(labels)]  # noqa: E731
+    assert len(runs_of(listed)) == 7  # the reader's own order: one class folder after another
+    orders = []
+    for run in ("a", "b", "c"):
+        manifest, records = convert_cli("fer2013", tmp_path / "folders", tmp_path / run, "--shards", "1",
+                                        "--val-fraction", "0", *(["--seed", "1"] if run == "c" else []))
+        assert manifest["order"] == "shuffled" and len(records["train"]) == 60
+        orders.append([r["source"] for r in records["train"]])
+    labels = [r["emotion"] for r in records["train"]]
+    assert sorted(labels) == sorted(listed)
+    assert max(runs_of(labels)) <= 4  # well mixed: a class holds 60 / 7 ~ 9 records
+    assert orders[0] == orders[1] and orders[0] != orders[2]  # seeded: same seed, same order
 
 
 def test_kaggle_form_converts_with_an_unlabelled_test_split(tmp_path):

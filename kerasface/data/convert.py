@@ -3,7 +3,8 @@
     python -m kerasface.data.convert --dataset mtfl --root PATH --out tfrecords/mtfl [--crop nose_centred_150]
 
 Images are read, cropped by a named crop scheme (kerasface.faces.crops) and stored encoded, with
-landmarks (in crop pixels) and every label. A face without landmarks is detected (MTCNN) first.
+landmarks (in crop pixels) and every label, each split in a seeded random order (manifest
+"order": "shuffled"; the readers list faces by class). A face without landmarks is detected (MTCNN) first.
 Datasets whose images are already face crops (FER2013; the 64x64 GENKI-4K copy: `DatasetSpec.cropped`,
 or `--cropped yes|no`) are stored whole at the scheme's size and colour, with NaN landmarks.
 `--crop` and `--image-format` default to the dataset's own (`DatasetSpec.default_crop`,
@@ -147,6 +148,10 @@ def convert(
     root_path = spec.resolve_root(root)
     cropped = spec.is_cropped(root_path) if cropped is None else bool(cropped)
     splits = spec.read_splits(root_path, val_fraction, seed)
+    # Records go out in a seeded random order: readers list faces by class (FER2013's folders,
+    # GENKI-4K's labels), and a class-sorted file defeats a training shuffle buffer smaller than it.
+    order = np.random.default_rng(seed)
+    splits = {name: [faces[i] for i in order.permutation(len(faces))] for name, faces in splits.items()}
     if limit:
         splits = {name: faces[:limit] for name, faces in splits.items()}
     out = Path(out)
@@ -204,6 +209,7 @@ def convert(
             "labels": {name: label.to_json() for name, label in labels.items()},
             "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
             "val_fraction": val_fraction,
+            "order": "shuffled",
             "fold_rank": {"splits": ["train", "val"], "stratified_by": strata},
             "seed": seed,
             "splits": {
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", help=f"crop scheme (default: the dataset's, e.g. nose_centred_150 for mtfl): "
                                        f"{', '.join(CROPS.names())}")
     parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split and of the records' order")
     parser.add_argument("--shards", type=int, default=4, help="shards per split")
     parser.add_argument("--workers", type=int, default=0, help="processes (default: CPU count, at most 8)")
     parser.add_argument("--image-format", choices=("jpeg", "png"),

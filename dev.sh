@@ -52,9 +52,8 @@ case "${1:-}" in
   demo)
     ensure_venv
     shift
+    # --demo ends with the exports: models/canal_mtfl_demo/<version>/, canal_mtfl_demo.tflite, -int8.tflite
     "$VENV/bin/python" -m kerasface.train --paper=canal_mtfl --demo --run-dir runs/canal_mtfl-demo "$@"
-    "$VENV/bin/python" -m kerasface.export saved-model runs/canal_mtfl-demo --name canal_mtfl_demo --out models
-    "$VENV/bin/python" -m kerasface.export tflite runs/canal_mtfl-demo --quant none --out models/canal_mtfl_demo.tflite
     ;;
   test)
     ensure_venv

@@ -33,12 +33,14 @@ CASES = {
     "tcdcn_single": (60, (TaskConfig("smile"),), {}),
     "cascade_cnn": (150, (TaskConfig("smile"),), {}),
     "inception_v3": (150, (TaskConfig("smile"),), {"aux_head": False}),
+    "bknet": (48, (TaskConfig("smile"), TaskConfig("emotion", num_classes=7), TaskConfig("gender")), {"l2": 1e-4}),
 }
+CHANNELS = {"bknet": 1}  # 48x48 gray; the others take RGB
 
 
-def batches(size, tasks, batch, seed=0):
+def batches(size, channels, tasks, batch, seed=0):
     rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 255, (batch * 4, size, size, 3)).astype(np.float32)
+    images = rng.uniform(0, 255, (batch * 4, size, size, channels)).astype(np.float32)
     targets = {t.name: rng.integers(0, t.num_classes, batch * 4).astype(np.int32) for t in tasks if t.kind != "landmarks"}
     targets["landmarks"] = rng.uniform(0.2, 0.8, (batch * 4, 10)).astype(np.float32)
     return tf.data.Dataset.from_tensor_slices((images, targets)).repeat().batch(batch, drop_remainder=True).prefetch(2)
@@ -57,11 +59,12 @@ def bench(arch, size, tasks, kwargs, batch, steps):
     heads = {t.name: t.num_classes for t in tasks}
     stage = StageConfig(optimizer="sgd", lr=1e-3, batch_size=batch)
     strategy = make_strategy()
-    ds = batches(size, tasks, batch)
+    channels = CHANNELS.get(arch, 3)
+    ds = batches(size, channels, tasks, batch)
 
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = ARCHITECTURES.get(arch)((size, size, 3), heads, **kwargs)
+        model = ARCHITECTURES.get(arch)((size, size, channels), heads, **kwargs)
         optimizer = GroupedOptimizer(stage, 1000, model)
     active = {t.name: tf.constant(1.0) for t in tasks}
     step_fn = make_train_step(strategy, model, optimizer, tasks, active, batch)
@@ -70,7 +73,7 @@ def bench(arch, size, tasks, kwargs, batch, steps):
 
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        fit_model = ARCHITECTURES.get(arch)((size, size, 3), heads, **kwargs)
+        fit_model = ARCHITECTURES.get(arch)((size, size, channels), heads, **kwargs)
         losses = {t.name: (keras.losses.MeanSquaredError() if t.kind == "landmarks"
                            else keras.losses.SparseCategoricalCrossentropy(from_logits=True)) for t in tasks}
         fit_model.compile(optimizer=make_optimizer(stage, 1000), loss=losses, jit_compile=False)

@@ -593,6 +593,20 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     return write_reports(run_dir) if chief else {}
 
 
+def export_run(run_dir: Path, models_dir: Path, name: str) -> None:
+    """What `python -m kerasface.export` makes of a run: MODELS_DIR/NAME/<version>/ (SavedModel),
+    MODELS_DIR/NAME.tflite (fp32) and NAME-int8.tflite, each .tflite with its parity report."""
+    from kerasface.export.__main__ import main as export_main
+
+    commands = [["saved-model", str(run_dir), "--name", name, "--out", str(models_dir)],
+                ["tflite", str(run_dir), "--quant", "none", "--out", str(models_dir / f"{name}.tflite")],
+                ["tflite", str(run_dir), "--quant", "int8", "--out", str(models_dir / f"{name}-int8.tflite")]]
+    for command in commands:
+        print(f"python -m kerasface.export {' '.join(command)}", file=sys.stderr)
+        if export_main(command) != 0:
+            raise RuntimeError(f"export of {run_dir} failed: python -m kerasface.export {' '.join(command)}")
+
+
 def _recipe_help(recipe) -> str:
     lines = [f"  {recipe.name}: models {', '.join(recipe.build().models)}"]
     lines += [f"    {recipe.name}:{name}  {text}" for name, (text, _) in recipe.variants.items()]
@@ -616,6 +630,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", default="tfrecords", help="folder of converted TFRecords (default: tfrecords)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. models.tcdcn_multitask.stages.0.lr=0.001")
+    parser.add_argument("--export", nargs="?", const="models", metavar="MODELS_DIR",
+                        help="after the run, export it into MODELS_DIR (default: models): a SavedModel in TF "
+                             "Serving's layout and fp32 and int8 .tflite files with their parity reports; "
+                             "--demo does this unless --no-export")
+    parser.add_argument("--no-export", action="store_true", help="with --demo: do not export")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     def body() -> None:
@@ -627,8 +646,11 @@ def main(argv: list[str] | None = None) -> int:
                 DATASETS.get(source.dataset).resolve_root(source.root or (args.data if len(sources) == 1 else None))
         run_dir = Path(args.run_dir or Path("runs") / (cfg.name + (f"-{cfg.variant}" if cfg.variant else "")))
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
-        train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,
-                    required=frozenset(args.model))
+        export_dir = None if args.no_export else args.export or ("models" if cfg.demo else None)
+        reports = train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,
+                              required=frozenset(args.model))
+        if export_dir and reports:  # reports: this process is the chief
+            export_run(run_dir, Path(export_dir), cfg.name + (f"_{cfg.variant}" if cfg.variant else ""))
 
     return run_command(body)
 

@@ -221,7 +221,7 @@ def final_weights(run_dir):
 
 def run_cli(run_dir, records, extra=(), wait=True, env=None):
     cmd = [sys.executable, "-m", "kerasface.train", "--paper", "canal_mtfl", "--demo", "--model", "tcdcn_multitask",
-           "--crop", "nose_centred_150", "--run-dir", str(run_dir), "--no-progress",
+           "--crop", "nose_centred_150", "--run-dir", str(run_dir), "--no-progress", "--no-export",
            "--set", f"data.tfrecords={records.parent}", "--set", "data.deterministic=true",
            "--set", "models.tcdcn_multitask.stages.0.steps=24", "--set", "models.tcdcn_multitask.stages.0.eval_every=6",
            "--set", "models.tcdcn_multitask.stages.0.batch_size=8", "--set", "models.tcdcn_multitask.input_size=48",

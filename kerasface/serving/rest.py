@@ -122,7 +122,8 @@ def array_to_json(array: np.ndarray, alias: str):
         return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
     if array.dtype.kind == "f" and array.dtype.itemsize < 8:
         # numpy's str() of a float32 is its shortest round-trip form: 0.1 rather than 0.10000000149011612
-        return np.vectorize(lambda x: float(str(x)), otypes=[object])(array).tolist() if array.size else []
+        shortest = np.array([float(str(x)) for x in array.reshape(-1)], dtype=object)
+        return shortest.reshape(array.shape).tolist()
     return array.tolist()
 
 

@@ -150,14 +150,19 @@ class LoadedModel:
         with self._lock:
             fn = self._callables.get(key)
             if fn is None:
-                fn = self.session.make_callable([sig.output_tensors[a] for a in fetches],
-                                                feed_list=[sig.input_tensors[a] for a in feeds])
+                # a callable built from CallableOptions runs in C++ as TF Serving's Session::Run does,
+                # without the Python client's stricter check of fed shapes against static shapes
+                from tensorflow.core.protobuf import config_pb2
+
+                options = config_pb2.CallableOptions(feed=[sig.input_tensors[a] for a in feeds],
+                                                     fetch=[sig.output_tensors[a] for a in fetches])
+                fn = self.session._make_callable_from_options(options)
                 self._callables[key] = fn
         try:
             values = fn(*[inputs[a] for a in feeds])
         except tf.errors.OpError as exc:
             raise from_tf_error(exc) from None
-        except (ValueError, TypeError) as exc:  # the session's feed checks (shape against a placeholder)
+        except (ValueError, TypeError) as exc:  # a value numpy cannot hand to the session
             raise ServingError("INVALID_ARGUMENT", first_line(str(exc), "invalid input")) from None
         return {a: np.asarray(v) for a, v in zip(fetches, values)}
 

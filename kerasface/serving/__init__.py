@@ -6,9 +6,11 @@
 - `kerasface.serving.client.connect("grpc://host:8500/NAME" | "http://host:8501/NAME")` sends
   images (or float crops) and returns attributes, against either server.
 
-Modules: server (ModelServer, ServingCore, command line), models (config, version policy,
-loading, request checks, error codes), batching (server-side batching), grpc (PredictionService,
-ModelService), rest (HTTP/JSON), client.
+Modules: flags (tensorflow_model_server's flag table), server (ModelServer, ServingCore, command
+line), models (config, version folders and policy, labels, loading), signatures (a SavedModel in a
+session; request checks; Classify/Regress rules), errors (status codes), protos (TF Serving config
+messages the wheel lacks), batching (server-side batching), metrics (Prometheus), grpc
+(PredictionService, ModelService), rest (HTTP/JSON), client.
 """
 
 
@@ -18,7 +20,7 @@ def __getattr__(name):  # keep `import kerasface.serving` light
 
         return getattr(server, name)
     if name in ("ServingError",):
-        from kerasface.serving.models import ServingError
+        from kerasface.serving.errors import ServingError
 
         return ServingError
     if name in ("BatchingParameters",):

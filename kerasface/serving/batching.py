@@ -19,8 +19,7 @@ The parameters file is TF Serving's text-format `BatchingParameters`:
     allowed_batch_sizes: 8
     allowed_batch_sizes: 32
 
-The `tensorflow-serving-api` package does not ship session_bundle_config.proto, so the message is
-declared here with the same field names and numbers and parsed by protobuf's own text_format.
+The message is TF Serving's own (declared in kerasface.serving.protos; the wheel lacks it).
 """
 
 from __future__ import annotations
@@ -35,41 +34,10 @@ from typing import Callable
 
 import numpy as np
 
-from kerasface.serving.models import ServingError
+from kerasface.serving.errors import ServingError
+from kerasface.serving.protos import message_class
 
 log = logging.getLogger("kerasface.serving")
-
-_MESSAGE = None
-
-
-def _batching_message_class():
-    """tensorflow.serving.BatchingParameters, declared from its field list."""
-    global _MESSAGE
-    if _MESSAGE is not None:
-        return _MESSAGE
-    from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
-    from google.protobuf import message_factory
-
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    fd = descriptor_pb2.FileDescriptorProto(name="kerasface/serving/session_bundle_config.proto",
-                                            package="tensorflow.serving", syntax="proto3",
-                                            dependency=["google/protobuf/wrappers.proto"])
-    msg = fd.message_type.add(name="BatchingParameters")
-    F = descriptor_pb2.FieldDescriptorProto
-    wrapped = [("max_batch_size", 1, "Int64Value"), ("batch_timeout_micros", 2, "Int64Value"),
-               ("max_enqueued_batches", 3, "Int64Value"), ("num_batch_threads", 4, "Int64Value"),
-               ("thread_pool_name", 5, "StringValue"), ("enable_large_batch_splitting", 9, "BoolValue"),
-               ("max_execution_batch_size", 10, "Int64Value")]
-    for name, number, kind in wrapped:
-        msg.field.add(name=name, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                      type_name=f".google.protobuf.{kind}")
-    msg.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
-    msg.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
-    msg.field.add(name="batch_padding_policy", number=11, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-    pool.Add(fd)
-    _MESSAGE = message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
-    return _MESSAGE
 
 
 @dataclass
@@ -88,7 +56,7 @@ class BatchingParameters:
     def parse(cls, text: str, source: str = "<batching parameters>") -> "BatchingParameters":
         from google.protobuf import text_format
 
-        message = _batching_message_class()()
+        message = message_class("BatchingParameters")()
         try:
             text_format.Parse(text, message, allow_unknown_field=True)
         except text_format.ParseError as exc:

@@ -1,90 +1,47 @@
-"""Model management for kerasface.serving: config files, version policy, loading, validation.
+"""Model management for kerasface.serving: config files, version folders and policy, labels, loading.
 
-Mirrors TensorFlow Serving's ServerCore over a folder in its layout (BASE_PATH/<integer version>/
-holding a SavedModel):
+Mirrors TensorFlow Serving's ServerCore over a folder in its layout:
 
 - the model config is a text-format `ModelServerConfig` (tensorflow_serving.config), or one model
   from --model_name/--model_base_path; `model_version_policy` is `latest {num_versions}` (default
   latest 1), `all {}` or `specific {versions}`; `version_labels` map labels to versions;
+- a version is any folder under the base path whose name parses as an integer, as TF Serving's
+  strtoll-style parse reads it: `00000123` is version 123, `+7` is 7; other names are ignored;
 - every `file_system_poll_wait_seconds` the base paths are listed again: new aspired versions are
   loaded first (warmed up from assets.extra/tf_serving_warmup_requests), then versions no longer
   aspired are unloaded, so a model stays available while it is upgraded;
-- requests are checked against the SignatureDef as TF Serving checks them, and errors carry TF
-  Serving's canonical codes and messages (`ServingError`).
+- a base path that does not exist (yet) is reported on every poll and waited for, as TF Serving
+  waits for it; a version that fails to load is retried `max_num_load_retries` times, then stays
+  in END with its error.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
+from kerasface.serving.errors import ServingError, first_line
+from kerasface.serving.protos import read_text_proto
+from kerasface.serving.signatures import LoadedModel
+
+__all__ = ["ModelManager", "ServingError", "LoadedModel", "read_model_config", "single_model_config",
+           "wanted_versions", "list_versions"]
 
 log = logging.getLogger("kerasface.serving")
-
-# canonical error codes (google.rpc.Code == tensorflow.error.Code == grpc.StatusCode values)
-CODES = {
-    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-    "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-    "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
-}
-CODE_NAMES = {v: k for k, v in CODES.items()}
-# TF Serving's http_rest_api_util ToHTTPStatusCode
-HTTP_STATUS = {
-    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501,
-    "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
-}
-
-
-class ServingError(Exception):
-    """An error with a canonical code name ("NOT_FOUND", ...) and TF Serving's message."""
-
-    def __init__(self, code: str, message: str):
-        if code not in CODES:
-            raise ValueError(f"unknown status code {code!r}")
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def http_status(self) -> int:
-        return HTTP_STATUS[self.code]
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def from_tf_error(exc: Exception) -> ServingError:
-    """Map a tf.errors.OpError (whose codes are the canonical ones) to a ServingError."""
-    code = getattr(exc, "error_code", None)
-    message = getattr(exc, "message", None) or str(exc)
-    name = CODE_NAMES.get(code, "INVALID_ARGUMENT" if isinstance(exc, (ValueError, TypeError)) else "INTERNAL")
-    return ServingError(name, message.strip().splitlines()[0] if message.strip() else name)
-
 
 # ----------------------------------------------------------------------------- config files
 
 
-def read_model_config(path: str | os.PathLike):
-    """Parse a text-format ModelServerConfig; errors name the file and line."""
-    from google.protobuf import text_format
+def read_model_config(path):
+    """Parse a text-format ModelServerConfig (ServingError as TF Serving reports a bad file)."""
     from tensorflow_serving.config import model_server_config_pb2
 
-    text = Path(path).read_text()
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    return config
+    return read_text_proto(str(path), model_server_config_pb2.ModelServerConfig())
 
 
 def single_model_config(name: str, base_path: str):
@@ -96,6 +53,30 @@ def single_model_config(name: str, base_path: str):
     entry.base_path = base_path
     entry.model_platform = "tensorflow"
     return config
+
+
+# ----------------------------------------------------------------------------- version folders
+
+_VERSION_NAME = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def list_versions(base: Path) -> dict[int, Path]:
+    """{version: folder} of the base path's integer-named folders (zero padding allowed)."""
+    found: dict[int, Path] = {}
+    try:
+        children = sorted(base.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for child in children:
+        if not _VERSION_NAME.fullmatch(child.name) or not child.is_dir():
+            continue
+        version = int(child.name)
+        if version in found:
+            log.warning("version %d of %s is in both %s and %s; serving the first", version, base,
+                        found[version].name, child.name)
+            continue
+        found[version] = child
+    return found
 
 
 def wanted_versions(entry, on_disk: Iterable[int]) -> list[int]:
@@ -111,118 +92,6 @@ def wanted_versions(entry, on_disk: Iterable[int]) -> list[int]:
     return on_disk[-n:]
 
 
-def list_versions(base: Path) -> list[int]:
-    try:
-        return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir())
-    except FileNotFoundError:
-        return []
-
-
-# ----------------------------------------------------------------------------- signatures
-
-
-_DTYPE_NAMES = {}
-
-
-def dtype_name(enum_value: int) -> str:
-    """TF Serving's spelling of a DataType in messages: float, string, int32, ..."""
-    if enum_value not in _DTYPE_NAMES:
-        import tensorflow as tf
-
-        try:
-            _DTYPE_NAMES[enum_value] = tf.dtypes.as_dtype(enum_value).name.replace("float32", "float").replace(
-                "float64", "double")
-        except TypeError:
-            _DTYPE_NAMES[enum_value] = f"DT_{enum_value}"
-    return _DTYPE_NAMES[enum_value]
-
-
-@dataclass
-class Signature:
-    name: str
-    method_name: str
-    inputs: dict[str, tuple[int, list[int] | None]]  # alias -> (DataType enum, dims or None)
-    outputs: dict[str, tuple[int, list[int] | None]]
-    fn: Callable | None = None
-
-
-def _dims(info) -> list[int] | None:
-    return None if info.tensor_shape.unknown_rank else [int(d.size) for d in info.tensor_shape.dim]
-
-
-class LoadedModel:
-    """One loaded version: the SavedModel, its SignatureDefs, and a checked `run`."""
-
-    def __init__(self, name: str, version: int, path: Path):
-        import tensorflow as tf
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        self.name, self.version, self.path = name, version, Path(path)
-        sm = saved_model_pb2.SavedModel()
-        sm.ParseFromString((self.path / "saved_model.pb").read_bytes())
-        meta = next((mg for mg in sm.meta_graphs if "serve" in mg.meta_info_def.tags), sm.meta_graphs[0])
-        self.signature_defs = dict(meta.signature_def)
-        self.obj = tf.saved_model.load(str(self.path), tags=["serve"])
-        self.signatures: dict[str, Signature] = {}
-        for key, sig in self.signature_defs.items():
-            if key == "__saved_model_init_op":
-                continue
-            self.signatures[key] = Signature(
-                key, sig.method_name,
-                {a: (i.dtype, _dims(i)) for a, i in sig.inputs.items()},
-                {a: (i.dtype, _dims(i)) for a, i in sig.outputs.items()},
-                self.obj.signatures.get(key) if hasattr(self.obj.signatures, "get") else self.obj.signatures[key])
-
-    def signature(self, name: str) -> Signature:
-        key = name or "serving_default"
-        if key not in self.signatures:
-            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
-        return self.signatures[key]
-
-    def check_inputs(self, sig: Signature, inputs: dict[str, np.ndarray], dtypes: dict[str, int]) -> None:
-        """TF Serving's checks: input names, then dtype, then shape (INVALID_ARGUMENT)."""
-        sent, required = set(inputs), set(sig.inputs)
-        if sent != required:
-            extra = ",".join(sorted(sent - required))
-            missing = ",".join(sorted(required - sent))
-            raise ServingError("INVALID_ARGUMENT",
-                               f"Request inputs do not match required inputs for model `{self.name}`. "
-                               f"Send extra: {{{extra}}}. Missing but required: {{{missing}}}.")
-        for index, alias in enumerate(sorted(sig.inputs)):
-            want_dtype, dims = sig.inputs[alias]
-            got = dtypes[alias]
-            if got != want_dtype:
-                raise ServingError("INVALID_ARGUMENT", f"Expects arg[{index}] to be {dtype_name(want_dtype)} "
-                                                       f"but {dtype_name(got)} is provided")
-            shape = list(inputs[alias].shape)
-            if dims is not None and (len(dims) != len(shape) or any(d >= 0 and d != s for d, s in zip(dims, shape))):
-                want = "[" + ",".join("?" if d < 0 else str(d) for d in dims) + "]"
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"input `{alias}` of signature `{sig.name}` has shape [{','.join(map(str, shape))}] "
-                                   f"but the model expects {want}")
-
-    def check_output_filter(self, sig: Signature, output_filter: Iterable[str]) -> list[str]:
-        names = list(output_filter)
-        for alias in names:
-            if alias not in sig.outputs:
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"output tensor alias not found in signature: {alias} Outputs expected to be in "
-                                   f"the set {{{','.join(sorted(sig.outputs))}}}.")
-        return names or sorted(sig.outputs)
-
-    def run(self, sig: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        try:
-            tensors = {k: tf.constant(v) for k, v in inputs.items()}
-            result = sig.fn(**tensors)
-            return {k: v.numpy() for k, v in result.items()}
-        except tf.errors.OpError as exc:
-            raise from_tf_error(exc) from None
-        except (ValueError, TypeError) as exc:
-            raise ServingError("INVALID_ARGUMENT", str(exc).strip().splitlines()[0]) from None
-
-
 # ----------------------------------------------------------------------------- manager
 
 STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
@@ -235,7 +104,6 @@ class Servable:
     state: str = "START"
     error: ServingError | None = None
     model: LoadedModel | None = None
-    failures: int = 0
 
 
 @dataclass
@@ -243,45 +111,56 @@ class ModelEntry:
     config: object  # tensorflow.serving.ModelConfig
     base: Path
     versions: dict[int, Servable] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)  # in effect (checked) labels
+
+
+@dataclass
+class LoadOptions:
+    """How versions are loaded: TF Serving's SessionBundleConfig and ServerCore options that apply here."""
+
+    tags: tuple[str, ...] = ("serve",)
+    session_config: object = None  # tf.compat.v1.ConfigProto
+    max_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    warmup: bool = True
+    allow_labels_for_unavailable: bool = False
 
 
 class ModelManager:
     """Loads and unloads versions as the config and the folders say; thread-safe lookups."""
 
-    def __init__(self, config, poll_seconds: float = 1.0, warmup: bool = True, max_load_retries: int = 5,
-                 path_map: Callable[[str], Path] | None = None, on_unload: Callable[[str, int], None] | None = None):
+    def __init__(self, config, poll_seconds: float = 1.0, options: LoadOptions | None = None,
+                 path_map: Callable[[str], Path] | None = None):
         self._lock = threading.RLock()
         self._poll_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
         self.poll_seconds = poll_seconds
-        self.warmup = warmup
-        self.max_load_retries = max_load_retries
+        self.options = options or LoadOptions()
         self.path_map = path_map or (lambda p: Path(p))
-        self.on_unload = on_unload
+        self.on_unload: Callable[[str, int], None] | None = None
+        self.warmup_runner: Callable[[LoadedModel, Path], None] | None = None
+        self.on_load: Callable[[Path, bool], None] | None = None  # (version folder, succeeded)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.warmup_runner: Callable[[LoadedModel, object], None] | None = None
         self.set_config(config)
 
     # ------------------------------------------------------------------ config
 
-    def set_config(self, config) -> None:
+    def set_config(self, config, require_base_paths: bool = False) -> None:
         if config.WhichOneof("config") != "model_config_list":
             raise ServingError("INVALID_ARGUMENT", "ServerModelConfig type not supported by HandleReloadConfigRequest."
                                                    " Only ModelConfigList is currently supported")
-        seen = set()
         entries = {}
         for entry in config.model_config_list.config:
             if not entry.name:
                 raise ServingError("INVALID_ARGUMENT", "Illegal to have a model config without a name")
-            if entry.name in seen:
+            if entry.name in entries:
                 raise ServingError("INVALID_ARGUMENT", f"Illegal to list model {entry.name} multiple times in config list")
-            seen.add(entry.name)
             if entry.model_platform and entry.model_platform != "tensorflow":
                 raise ServingError("INVALID_ARGUMENT", f"Model {entry.name}: platform {entry.model_platform} is not "
                                                        "supported; only tensorflow")
             base = self.path_map(entry.base_path)
-            if not base.is_dir():
+            if require_base_paths and not base.is_dir():
                 raise ServingError("NOT_FOUND", f"Could not find base path {entry.base_path} for servable {entry.name}")
             entries[entry.name] = (entry, base)
         with self._lock:
@@ -301,18 +180,55 @@ class ModelManager:
                 self._unload(servable)
         self.config = config
 
+    def apply_labels(self) -> None:
+        """Put the config's version_labels in effect, as TF Serving checks them after loading.
+
+        A label may only point at an AVAILABLE version; with allow_labels_for_unavailable, a label
+        not yet assigned may point at any version. A refused label map leaves the old one in effect.
+        """
+        with self._lock:
+            updates = {}
+            for name, entry in self._models.items():
+                labels = {k: int(v) for k, v in entry.config.version_labels.items()}
+                for label, version in labels.items():
+                    s = entry.versions.get(version)
+                    available = s is not None and s.state == "AVAILABLE"
+                    new_label = label not in entry.labels
+                    if not available and not (self.options.allow_labels_for_unavailable and new_label):
+                        raise ServingError("FAILED_PRECONDITION",
+                                           f"Request to assign label to version {version} of model {name}, which "
+                                           "is not currently available for inference")
+                updates[name] = labels
+            for name, labels in updates.items():
+                self._models[name].labels = labels
+
     def reload(self, config) -> None:
-        """HandleReloadConfigRequest: switch config, then load/unload until it is in effect."""
-        self.set_config(config)
+        """HandleReloadConfigRequest: switch config, load/unload until it is in effect, then labels."""
+        self.set_config(config, require_base_paths=True)
         self.poll()
+        self.apply_labels()
 
     # ------------------------------------------------------------------ polling
 
     def start(self) -> None:
+        """First poll, then (TF Serving's startup) wait until every model has served or failed once."""
         self.poll()
         if self.poll_seconds and self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._loop, name="kerasface-serving-poll", daemon=True)
             self._thread.start()
+        while not self._stop.is_set() and not self._settled():
+            self._stop.wait(max(self.poll_seconds, 0.1) if self.poll_seconds > 0 else 0.5)
+        failed = [s for e in self._models.values() for s in e.versions.values() if s.error is not None]
+        if failed:
+            listed = "".join(f"{{{{name: {s.name} version: {s.version}}} due to error: {s.error.message}}}, "
+                             for s in failed)
+            raise ServingError("UNKNOWN", f"{len(failed)} servable(s) did not become available: {{{listed}}}")
+        self.apply_labels()
+
+    def _settled(self) -> bool:
+        with self._lock:
+            return all(e.versions and all(s.state in ("AVAILABLE", "END") for s in e.versions.values())
+                       for e in self._models.values())
 
     def stop(self) -> None:
         self._stop.set()
@@ -322,6 +238,7 @@ class ModelManager:
             for entry in self._models.values():
                 for servable in entry.versions.values():
                     if servable.model is not None:
+                        servable.model.close()
                         servable.model = None
                         servable.state = "END"
 
@@ -337,56 +254,71 @@ class ModelManager:
             with self._lock:
                 entries = list(self._models.values())
             for entry in entries:
-                on_disk = list_versions(entry.base)
-                wanted = wanted_versions(entry.config, on_disk)
-                for version in wanted:
-                    servable = entry.versions.get(version)
-                    if servable is not None and servable.state != "END":
-                        continue  # loading or available
-                    if servable is not None and servable.error is not None and \
-                            servable.failures >= self.max_load_retries:
-                        continue  # gave up on this version (TF Serving's --max_num_load_retries)
-                    self._load(entry, version, servable)
-                # availability-preserving: drop a version only once an aspired one serves, so a
-                # new version that fails to load leaves the old one in service
-                serving = any(entry.versions[v].state == "AVAILABLE" for v in wanted if v in entry.versions)
-                for version, servable in list(entry.versions.items()):
-                    if version not in wanted and servable.state != "END" and (serving or version not in on_disk):
-                        self._unload(servable)
+                self._poll_model(entry)
 
-    def _load(self, entry: ModelEntry, version: int, servable: Servable | None) -> None:
+    def _poll_model(self, entry: ModelEntry) -> None:
+        name = entry.config.name
+        if not entry.base.is_dir():
+            log.error("FileSystemStoragePathSource encountered a filesystem access error: Could not find base "
+                      "path %s for servable %s", entry.config.base_path, name)
+            return
+        on_disk = list_versions(entry.base)
+        if not on_disk:
+            log.warning("No versions of servable %s found under base path %s", name, entry.config.base_path)
+        wanted = wanted_versions(entry.config, on_disk)
+        for version in wanted:
+            servable = entry.versions.get(version)
+            if servable is not None and (servable.state != "END" or servable.error is not None):
+                continue  # loading, available, or failed for good (TF Serving does not retry it later)
+            self._load(entry, version, on_disk[version], servable)
+        # availability-preserving: drop a version only once an aspired one serves, so a new
+        # version that fails to load leaves the old one in service
+        serving = any(entry.versions[v].state == "AVAILABLE" for v in wanted if v in entry.versions)
+        for version, servable in list(entry.versions.items()):
+            if version not in wanted and servable.state not in ("END",) and (serving or version not in on_disk):
+                self._unload(servable)
+
+    def _load(self, entry: ModelEntry, version: int, path: Path, servable: Servable | None) -> None:
         name = entry.config.name
         servable = servable or Servable(name, version)
         with self._lock:
             entry.versions[version] = servable
             servable.state, servable.error = "LOADING", None
-        path = entry.base / str(version)
         started = time.perf_counter()
-        try:
-            model = LoadedModel(name, version, path)
-            if self.warmup and self.warmup_runner is not None:
-                self.warmup_runner(model, path)
-        except Exception as exc:  # a broken version must not take the server down
-            err = exc if isinstance(exc, ServingError) else ServingError(
-                "UNKNOWN", f"Failed to load servable {name} version {version}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
-            with self._lock:
-                servable.state, servable.error, servable.model = "END", err, None
-                servable.failures += 1
-            log.error("%s", err.message)
-            return
+        attempts = 1 + max(self.options.max_load_retries, 0)
+        for attempt in range(attempts):
+            try:
+                model = LoadedModel(name, version, path, self.options.tags, self.options.session_config)
+                if self.options.warmup and self.warmup_runner is not None:
+                    self.warmup_runner(model, path)
+                break
+            except Exception as exc:  # a broken version must not take the server down
+                reason = exc.message if isinstance(exc, ServingError) else first_line(str(exc), type(exc).__name__)
+                err = ServingError("UNKNOWN", f"Failed to load servable {name} version {version}: {reason}")
+                log.error("%s (attempt %d of %d)", err.message, attempt + 1, attempts)
+                if attempt + 1 < attempts and not self._stop.wait(max(self.options.load_retry_interval_s, 0)):
+                    continue
+                with self._lock:
+                    servable.state, servable.error, servable.model = "END", err, None
+                if self.on_load:
+                    self.on_load(path, False)
+                return
         with self._lock:
             servable.model, servable.state = model, "AVAILABLE"
-        log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s", name, version,
-                 time.perf_counter() - started)
+        if self.on_load:
+            self.on_load(path, True)
+        log.info("Successfully loaded servable version {name: %s version: %d} from %s in %.1f s", name, version,
+                 path, time.perf_counter() - started)
 
     def _unload(self, servable: Servable) -> None:
         with self._lock:
             servable.state = "UNLOADING"
-            servable.model = None
+            model, servable.model = servable.model, None
             servable.state = "END"
             servable.error = None
         if self.on_unload:
             self.on_unload(servable.name, servable.version)
+        del model  # its Session closes when the last in-flight request lets go of it
         log.info("Unloaded servable version {name: %s version: %d}", servable.name, servable.version)
 
     # ------------------------------------------------------------------ lookups
@@ -395,11 +327,11 @@ class ModelManager:
         with self._lock:
             return sorted(self._models)
 
-    def _resolve_label(self, entry: ModelEntry, label: str) -> int:
-        labels = dict(entry.config.version_labels)
-        if label not in labels:
+    @staticmethod
+    def _resolve_label(entry: ModelEntry, label: str) -> int:
+        if label not in entry.labels:
             raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
-        return int(labels[label])
+        return entry.labels[label]
 
     def get(self, name: str, version: int | None = None, label: str | None = None) -> LoadedModel:
         with self._lock:

@@ -5,12 +5,22 @@
     POST /v1/models/NAME[/versions/N | /labels/L]:predict      {"signature_name"?, "instances": [...]}
                                                                or {"signature_name"?, "inputs": ...}
     POST /v1/models/NAME[/versions/N | /labels/L]:classify     {"signature_name"?, "examples": [...], "context"?}
+    POST /v1/models/NAME[/versions/N | /labels/L]:regress      same body as :classify
+    GET  PROMETHEUS_PATH                                       metrics, with --monitoring_config_file
 
 Row format ("instances") answers {"predictions": [...]}: one value per row when the signature has
 one output, else one object per row. Columnar format ("inputs") answers {"outputs": ...}. Binary
 strings travel as {"b64": "..."}; string outputs whose name ends in "_bytes" are returned that
-way. Errors answer {"error": "..."} with TF Serving's HTTP status (400 INVALID_ARGUMENT and
-FAILED_PRECONDITION, 404 NOT_FOUND, ...).
+way. Floats are written in their shortest form (a float32 0.1 as 0.1), non-finite ones as the
+NaN / Infinity / -Infinity literals TF Serving writes and reads. Metadata is the JSON form of
+GetModelMetadataResponse with every field printed (`defaults`, dim `name`, `unknown_rank`), as
+TF Serving prints it. Errors answer {"error": "..."} with TF Serving's HTTP status (400
+INVALID_ARGUMENT and FAILED_PRECONDITION, 404 NOT_FOUND, ...).
+
+Bad requests are refused before their body is read: a Content-Length that is not a number gets
+400, one above --rest_api_max_request_bytes (default 256 MiB) gets 413, a chunked body gets 411;
+a client that sends nothing for --rest_api_timeout_in_ms is disconnected (408). The server keeps
+serving the other connections throughout.
 """
 
 from __future__ import annotations
@@ -18,13 +28,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import re
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from kerasface.serving.models import ServingError, dtype_name
+from kerasface.serving.errors import ServingError
+from kerasface.serving.signatures import dtype_name
 
 log = logging.getLogger("kerasface.serving")
 
@@ -109,17 +120,11 @@ def array_to_json(array: np.ndarray, alias: str):
             return str(x)
 
         return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
-    if array.dtype.kind == "f":
-        return _floats(array.tolist())
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        # numpy's str() of a float32 is its shortest round-trip form: 0.1 rather than 0.10000000149011612
+        shortest = np.array([float(str(x)) for x in array.reshape(-1)], dtype=object)
+        return shortest.reshape(array.shape).tolist()
     return array.tolist()
-
-
-def _floats(value):
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
 
 
 def parse_predict(body: dict, sig) -> tuple[dict[str, np.ndarray], dict[str, int], bool]:
@@ -210,28 +215,52 @@ def example_from_json(obj: dict, context: dict | None = None) -> bytes:
 # ----------------------------------------------------------------------------- handler
 
 
-def make_handler(core):
+class _Refused(Exception):
+    """A request refused before its body is read: answered, then the connection is closed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def make_handler(core, timeout_s: float | None = 30.0, cors: bool = False, max_request_bytes: int = 256 * 2**20,
+                 monitoring_path: str | None = None):
     from google.protobuf import json_format
-    from tensorflow_serving.apis import get_model_metadata_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
     from kerasface.serving.grpc import metadata_response, status_response
+
+    def to_json(message) -> dict:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "kerasface-serving"
+        timeout = timeout_s  # a stalled client is dropped (StreamRequestHandler sets it on the socket)
 
         def log_message(self, fmt, *args):  # quiet; errors are logged below
             log.debug("%s - %s", self.address_string(), fmt % args)
 
-        def _send(self, status: int, payload: dict) -> None:
-            body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        def _send_bytes(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            if cors:
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+                self.send_header("Access-Control-Allow-Headers", "Content-Type")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
 
-        def _error(self, err: ServingError) -> None:
+        def _send(self, status: int, payload: dict) -> None:
+            self._send_bytes(status, json.dumps(payload, separators=(",", ":")).encode("utf-8"), "application/json")
+
+        def _error(self, err: ServingError, model_name: str = "") -> None:
+            if model_name:
+                core.metrics.request(model_name, err.code)
             self._send(err.http_status, {"error": err.message})
 
         def _route(self, method: str):
@@ -246,12 +275,33 @@ def make_handler(core):
                 version = int(version)
             return m.group("name"), version, m.group("label"), bool(m.group("metadata")), m.group("verb")
 
+        def _body(self) -> bytes:
+            """The request body, refused (and never read) when its size is missing, bad or too large."""
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                raise _Refused(411, "Chunked request bodies are not supported; send a Content-Length")
+            text = (self.headers.get("Content-Length") or "0").strip()
+            if not text.isdigit():
+                raise _Refused(400, f"Invalid Content-Length: {text[:40]!r}")
+            length = int(text)
+            if length > max_request_bytes:
+                raise _Refused(413, f"Request body of {length} bytes exceeds the limit of {max_request_bytes} "
+                                    "bytes (--rest_api_max_request_bytes)")
+            data = self.rfile.read(length) if length else b""
+            if len(data) != length:
+                raise _Refused(400, f"Request body ended after {len(data)} of {length} bytes")
+            return data
+
+        def do_OPTIONS(self):  # CORS preflight
+            self._send_bytes(204 if cors else 405, b"", "application/json")
+
         def do_GET(self):
+            if monitoring_path and self.path.split("?", 1)[0] == monitoring_path:
+                self._send_bytes(200, core.metrics.exposition().encode(), "text/plain; version=0.0.4")
+                return
+            name = ""
             try:
                 name, version, label, metadata, _ = self._route("GET")
                 if metadata:
-                    from tensorflow_serving.apis import model_pb2
-
                     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
                     request.model_spec.CopyFrom(model_pb2.ModelSpec(name=name, version_label=label or ""))
                     if version is not None:
@@ -262,23 +312,30 @@ def make_handler(core):
                     self._send(200, {
                         "model_spec": {"name": name, "signature_name": "",
                                        "version": str(response.model_spec.version.value)},
-                        "metadata": {"signature_def": json_format.MessageToDict(
-                            sig_map, preserving_proto_field_name=True)},
+                        "metadata": {"signature_def": to_json(sig_map)},
                     })
                 else:
-                    response = status_response(core.manager.status(name, version, label))
-                    self._send(200, json_format.MessageToDict(response, preserving_proto_field_name=True,
-                                                              always_print_fields_with_no_presence=True))
+                    self._send(200, to_json(status_response(core.manager.status(name, version, label))))
+                core.metrics.request(name, "OK")
             except ServingError as err:
-                self._error(err)
+                self._error(err, name)
             except Exception as exc:  # pragma: no cover
                 log.exception("REST GET failed")
                 self._error(ServingError("INTERNAL", str(exc)))
 
         def do_POST(self):
+            name = ""
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                try:
+                    raw = self._body()
+                except _Refused as refused:
+                    self.close_connection = True  # the unread body must not be taken for a next request
+                    self._send(refused.status, {"error": refused.message})
+                    return
+                except (socket.timeout, TimeoutError):
+                    self.close_connection = True
+                    self._send(408, {"error": f"Timed out reading the request body after {timeout_s} s"})
+                    return
                 name, version, label, _, verb = self._route("POST")
                 try:
                     body = json.loads(raw or b"null")
@@ -293,33 +350,29 @@ def make_handler(core):
                     inputs, dtypes, rows = parse_predict(body, sig)
                     _, outputs = core.predict(model, signature_name, inputs, dtypes)
                     self._send(200, format_predict(outputs, rows))
-                elif verb == "classify":
+                else:
                     examples = body.get("examples")
                     if not isinstance(examples, list) or not examples:
                         raise ServingError("INVALID_ARGUMENT", "'examples' must be a non-empty JSON list of objects")
                     serialized = [example_from_json(e, body.get("context")) for e in examples]
-                    _, classes, scores = core.classify(model, signature_name, serialized)
-                    result = []
-                    for i in range(len(serialized)):
-                        width = classes.shape[1] if classes is not None else scores.shape[1]
-                        row = []
-                        for j in range(width):
-                            label_ = classes[i, j].decode("utf-8", "replace") if classes is not None else ""
-                            row.append([label_, float(scores[i, j]) if scores is not None else 0.0])
-                        result.append(row)
-                    self._send(200, {"result": result})
-                else:
-                    raise ServingError("UNIMPLEMENTED", "Regress is not supported by kerasface exports; use :predict")
+                    if verb == "classify":
+                        _, result = core.classify(model, signature_name, serialized)
+                        self._send(200, {"result": [[[label_, score] for label_, score in row] for row in result]})
+                    else:
+                        _, result = core.regress(model, signature_name, serialized)
+                        self._send(200, {"result": result})
+                core.metrics.request(name, "OK")
             except ServingError as err:
-                self._error(err)
+                self._error(err, name)
             except Exception as exc:  # pragma: no cover
                 log.exception("REST POST failed")
-                self._error(ServingError("INTERNAL", str(exc)))
+                self._error(ServingError("INTERNAL", str(exc)), name)
 
     return Handler
 
 
-def make_rest_server(core, host: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(core))
+def make_rest_server(core, host: str, port: int, **options) -> ThreadingHTTPServer:
+    """options: timeout_s, cors, max_request_bytes, monitoring_path (see make_handler)."""
+    server = ThreadingHTTPServer((host, port), make_handler(core, **options))
     server.daemon_threads = True
     return server

@@ -300,6 +300,7 @@ def reader_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 
 WHICH_FACE = {"centre": "centre", "largest": "largest", "best": "all"}  # --which-face -> detect rule
+CROPPED = {"auto": None, "yes": True, "no": False}  # --cropped -> convert(cropped=...)
 
 
 def _publish(staging: Path, out: Path, manifest: dict) -> None:
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         manifest = convert(args.dataset, args.root, args.out, args.crop, args.val_fraction, args.seed, args.shards,
                            args.workers, args.image_format, args.quality, args.strict, limit=args.limit,
-                           cropped={"auto": None, "yes": True, "no": False}[args.cropped],
+                           cropped=CROPPED[args.cropped],
                            options={name: getattr(args, name) for name in option_names},
                            which_face=WHICH_FACE[args.which_face])
         total = sum(s["records"] for s in manifest["splits"].values())

@@ -239,7 +239,7 @@ def test_custom_recipe_on_a_csv_trains_exports_and_predicts(csv_file, tmp_path, 
     run = train_custom(tmp_path, "--data", str(csv_file), "--regression", "age", "--tasks", "smile,age",
                        "--class-weights", "balanced")
     err = capsys.readouterr().err
-    assert "custom: csv data" in err and "stage train: adam lr 0.001" in err
+    assert "custom (defaults before --set; each stage prints its final plan): csv data" in err and "stage train: adam lr 0.001" in err
     assert "class balance (train) smile: not_smiling 3, smiling 3 (1:1); class weights 1,1" in err
     metrics = json.loads((run / "metrics.json").read_text())
     (unit,) = metrics["models"].values()
@@ -252,7 +252,7 @@ def test_custom_recipe_on_a_csv_trains_exports_and_predicts(csv_file, tmp_path, 
     assert list(attributes["age"]["values"]) == ["age"]
 
 
-def test_custom_recipe_on_a_folder_tree_with_init_from_the_csv_run(folder_tree, csv_file, tmp_path):
+def test_custom_recipe_on_a_folder_tree_then_fine_tuned_with_init(folder_tree, tmp_path):
     first = train_custom(tmp_path / "a", "--data", str(folder_tree), "--attribute", "smile", "--cropped", "yes")
     metrics = json.loads((first / "metrics.json").read_text())
     (unit,) = metrics["models"].values()
@@ -273,5 +273,8 @@ def test_custom_recipe_errors_name_what_is_missing(csv_file, tmp_path, capsys):
     assert "--paper=custom needs --arch, one of:" in capsys.readouterr().err
     assert train_main(["--paper=custom", "--arch", "bknet", "--data", str(csv_file), "--tasks", "hair"]) == 2
     assert "--tasks hair: the data has no label 'hair'; its labels: smile, glasses, age" in capsys.readouterr().err
+    (tmp_path / "w.h5").write_bytes(b"")
+    assert train_main(["--paper=custom", "--arch", "bknet", "--data", str(csv_file), "--init", str(tmp_path / "w.h5")]) == 2
+    assert "bknet loads no weights files" in capsys.readouterr().err
     assert train_main(["--paper=canal_mtfl", "--arch", "bknet"]) == 2
     assert "--arch is an option of the custom recipe, not of canal_mtfl" in capsys.readouterr().err

@@ -133,6 +133,11 @@ def init_source(init: str, arch: str) -> tuple[str, str]:
     if not path.exists():
         raise FileNotFoundError(f"--init {init}: no such file or folder")
     if path.is_file() and path.suffix != ".keras":
+        from kerasface.architectures import ARCHITECTURES
+
+        if "weights" not in inspect.signature(ARCHITECTURES.get(arch)).parameters:
+            raise ValueError(f"--init {init}: {arch} loads no weights files; give a kerasface run folder, a unit "
+                             f"folder or a .keras file (weights files go to architectures that take weights=)")
         return "", str(path)
     if (path / "models").is_dir():
         import json
@@ -207,7 +212,8 @@ def print_plan(cfg: PaperConfig, labels: dict) -> None:
                      + (f", class weights {task.class_weights}" if task.class_weights else "") + ")")
     start = model.init_from or model.weights or "random"
     lines = [
-        f"custom: {cfg.data.dataset} data {cfg.data.root} -> records {cfg.data.tfrecords}/{cfg.data.crop}",
+        f"custom (defaults before --set; each stage prints its final plan): {cfg.data.dataset} data "
+        f"{cfg.data.root} -> records {cfg.data.tfrecords}/{cfg.data.crop}",
         f"  model {key}: input {h}x{w}x{model.channels}, crop {cfg.data.crop}, kwargs {model.arch_kwargs}, "
         f"init {start}",
         f"  tasks: {'; '.join(shown)}",

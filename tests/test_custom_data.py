@@ -278,3 +278,29 @@ def test_custom_recipe_errors_name_what_is_missing(csv_file, tmp_path, capsys):
     assert "bknet loads no weights files" in capsys.readouterr().err
     assert train_main(["--paper=canal_mtfl", "--arch", "bknet"]) == 2
     assert "--arch is an option of the custom recipe, not of canal_mtfl" in capsys.readouterr().err
+
+
+def test_class_weights_scale_each_class_loss_and_are_validated():
+    import dataclasses
+
+    import tensorflow as tf
+
+    from kerasface.config import TaskConfig
+    from kerasface.tasks import balanced_class_weights, head_kind, validate_task
+
+    assert balanced_class_weights([30, 10]) == "0.666667,2"  # n / (classes * n_c)
+    assert balanced_class_weights([4, 0]) == "0.5,0"  # a class without faces: 0
+    task = TaskConfig("smile", class_weights="1,3")
+    kind = head_kind("classification")
+    labels = tf.constant([0, 1, 1, -1])
+    logits = tf.constant([[2.0, 0.0], [0.5, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=[0, 1, 1], logits=logits[:3]).numpy()
+    expected = (per_example[0] + 3 * per_example[1] + 3 * per_example[2]) / 4
+    np.testing.assert_allclose(float(kind.loss(task, labels, logits, 4)), expected, rtol=1e-6)
+    plain = float(kind.loss(dataclasses.replace(task, class_weights=""), labels, logits, 4))
+    np.testing.assert_allclose(plain, per_example.sum() / 4, rtol=1e-6)
+    for bad in ("1,2,3", "x,1", "-1,1"):
+        with pytest.raises(ValueError, match="class_weights: expected 'balanced' or 2 non-negative"):
+            validate_task(dataclasses.replace(task, class_weights=bad), "models.m.tasks.0")
+    with pytest.raises(ValueError, match="only classification tasks weight classes"):
+        validate_task(TaskConfig("age", kind="regression", num_classes=1, class_weights="balanced"), "t")

@@ -26,6 +26,12 @@ class SourceConfig:
     crop: str = ""  # crop applied at conversion; empty -> the unit's crop
     tasks: tuple[str, ...] = ()  # the labels it gives the model; empty -> all of its labels
     weight: float = 1.0  # sampling weight when DataConfig.mixing == "weights"
+    # How it is converted (kerasface.data.convert): the reader's options (a user's CSV:
+    # {"regression": "age"}), whether the images are face crops (auto, yes, no) and which detected
+    # face a photo without landmarks gives (centre, largest, best).
+    options: dict[str, str] = field(default_factory=dict)
+    cropped: str = "auto"
+    which_face: str = "centre"
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,10 @@ class TaskConfig:
     # Task-wise early stopping (TCDCN): stop training this head when its validation loss has not
     # improved for this many evaluations. 0 keeps it training to the end.
     early_stop_patience: int = 0
+    # Classification: weight each class's loss, against class imbalance: "" (none), "balanced"
+    # (n / (classes * n_class) from the training counts in the manifests) or one weight per class
+    # ("1,3"). The trainer resolves "balanced" into numbers before training.
+    class_weights: str = ""
 
 
 @dataclass(frozen=True)

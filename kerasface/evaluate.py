@@ -17,6 +17,7 @@ import numpy as np
 
 from kerasface.config import PaperConfig, TaskConfig, fold_data, read_config, target_key, write_json
 from kerasface.data.pipeline import read_manifest
+from kerasface.data.convert import describe_balance
 from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
 
 
@@ -207,6 +208,20 @@ def _cv_cell(reports: list[dict]) -> str:
     return "—"
 
 
+def run_class_balance(run_dir: Path) -> dict:
+    """{source: its manifest's class_balance} over the run's trained units (older manifests have none)."""
+    balance = {}
+    for unit_json in sorted((run_dir / "models").glob("*/unit.json")):
+        for source in json.loads(unit_json.read_text()).get("sources", []):
+            try:
+                found = read_manifest(source["folder"]).get("class_balance")
+            except FileNotFoundError:
+                continue
+            if found and source["name"] not in balance:
+                balance[source["name"]] = found
+    return balance
+
+
 def write_reports(run_dir: Path) -> dict:
     """metrics.json and results.md for every evaluated model of the run; prints the table.
 
@@ -272,6 +287,7 @@ def write_reports(run_dir: Path) -> dict:
         rows.append((model_key, crop, attribute, *["—"] * (len(split_names) - 1),
                      f"not trained: {reason.split('. ')[0]}", str(paper) if paper is not None else "—", ""))
     metrics["skipped"] = skipped
+    metrics["class_balance"] = run_class_balance(run_dir)
     write_json(run_dir / "metrics.json", metrics)
     # several sources: the table shows each source's splits (the pooled ones stay in metrics.json)
     shown = [i for i, n in enumerate(split_names) if "/" in n] or list(range(len(split_names)))
@@ -283,6 +299,10 @@ def write_reports(run_dir: Path) -> dict:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     note = ("\n\nDemo run on synthetic faces: these numbers prove the pipeline learns, nothing about real faces; "
             "the paper column is for the real data.\n" if cfg.demo else "\n")
+    balance = [f"- {source} {line}" for source, labels in metrics["class_balance"].items()
+               for line in describe_balance(labels)]
+    if balance:
+        note += "\nClass balance (training faces per class, majority:minority):\n\n" + "\n".join(balance) + "\n"
     table = f"# {cfg.name}: results ({'demo data' if cfg.demo else last + ' split'})\n\n" + "\n".join(lines) + note
     tmp = run_dir / "results.md.tmp"
     tmp.write_text(table)

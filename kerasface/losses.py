@@ -11,19 +11,28 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def masked_softmax_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
-    labels = tf.cast(labels, tf.int32)
+def _class_mask(labels: tf.Tensor, class_weights) -> tf.Tensor:
+    """1 per labelled example (0 for -1), times its class's weight when `class_weights` are given."""
     mask = tf.cast(labels >= 0, tf.float32)
+    if class_weights is None:
+        return mask
+    return mask * tf.gather(tf.constant(class_weights, tf.float32), tf.maximum(labels, 0))
+
+
+def masked_softmax_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, global_batch: int,
+                                 class_weights=None) -> tf.Tensor:
+    labels = tf.cast(labels, tf.int32)
+    mask = _class_mask(labels, class_weights)
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.maximum(labels, 0), logits=tf.cast(logits, tf.float32)
     )
     return tf.reduce_sum(per_example * mask) / global_batch
 
 
-def masked_squared_hinge(labels: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
+def masked_squared_hinge(labels: tf.Tensor, logits: tf.Tensor, global_batch: int, class_weights=None) -> tf.Tensor:
     """Multi-class SVM loss of BKNet: sum over j != y of max(0, s_j - s_y + 1)^2."""
     labels = tf.cast(labels, tf.int32)
-    mask = tf.cast(labels >= 0, tf.float32)
+    mask = _class_mask(labels, class_weights)
     logits = tf.cast(logits, tf.float32)
     onehot = tf.one_hot(tf.maximum(labels, 0), tf.shape(logits)[-1])
     true_score = tf.reduce_sum(logits * onehot, axis=-1, keepdims=True)

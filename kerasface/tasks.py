@@ -117,7 +117,7 @@ class Classification(HeadKind):
         from kerasface.losses import masked_softmax_cross_entropy, masked_squared_hinge
 
         fn = masked_squared_hinge if task.loss == "svm" else masked_softmax_cross_entropy
-        return fn(target, output, global_batch)
+        return fn(target, output, global_batch, class_weight_values(task))
 
     def batch_accuracy(self, task, target, output, global_batch):
         import tensorflow as tf
@@ -299,6 +299,25 @@ class Embedding(Classification):
         return {"embedding": [float(v) for v in np.ravel(values)]}
 
 
+def class_weight_values(task) -> tuple[float, ...] | None:
+    """The per-class loss weights of a task ("1,3" -> (1.0, 3.0)); None when it has none."""
+    if not task.class_weights:
+        return None
+    if task.class_weights == "balanced":
+        raise ValueError(f"task {task.name}: class_weights 'balanced' must be resolved from the training counts "
+                         f"first (balanced_class_weights)")
+    return tuple(float(v) for v in task.class_weights.split(","))
+
+
+def balanced_class_weights(counts) -> str:
+    """sklearn's "balanced" weights n / (classes * n_c) for class counts (a class without faces: 0),
+    as the comma-separated text TaskConfig.class_weights holds."""
+    counts = np.asarray(counts, np.float64)
+    total, classes = counts.sum(), len(counts)
+    weights = np.where(counts > 0, total / (classes * np.maximum(counts, 1)), 0.0)
+    return ",".join(f"{w:.6g}" for w in weights)
+
+
 def validate_task(task, where: str) -> None:
     """A config error naming the field, before any training starts."""
     kind = HEAD_KINDS.get(task.kind) if task.kind in HEAD_KINDS else None
@@ -308,3 +327,15 @@ def validate_task(task, where: str) -> None:
         raise ValueError(f"{where}.loss: {task.kind} takes loss {' or '.join(kind.losses)}, got {task.loss!r}")
     if task.num_classes < 1:
         raise ValueError(f"{where}.num_classes: expected a positive number of outputs, got {task.num_classes}")
+    if task.class_weights and task.class_weights != "balanced":
+        if not kind.has_classes:
+            raise ValueError(f"{where}.class_weights: only classification tasks weight classes ({task.kind} has none)")
+        try:
+            values = class_weight_values(task)
+        except ValueError:
+            values = None
+        if values is None or len(values) != task.num_classes or min(values) < 0:
+            raise ValueError(f"{where}.class_weights: expected 'balanced' or {task.num_classes} non-negative "
+                             f"comma-separated numbers, got {task.class_weights!r}")
+    elif task.class_weights and not kind.has_classes:
+        raise ValueError(f"{where}.class_weights: only classification tasks weight classes ({task.kind} has none)")

@@ -36,13 +36,14 @@ from kerasface.cli import run_command
 from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources,
                               fold_data, target_key, validate, write_config, write_json)
 from kerasface.data import DATASETS
-from kerasface.data.convert import convert
-from kerasface.data.pipeline import Source, as_sources, build_dataset, epoch_records, read_manifest, union_labels
+from kerasface.data.convert import CROPPED, WHICH_FACE, convert
+from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, read_manifest, train_class_counts,
+                                     union_labels)
 from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
 from kerasface.inference import ensemble_functions, inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
 from kerasface.papers import PAPERS, paper_config
-from kerasface.tasks import head_kind
+from kerasface.tasks import balanced_class_weights, head_kind
 
 AUX_LOSS_WEIGHT = 0.4  # TF-slim InceptionV3 auxiliary head
 DEMO_ROOT = Path("data") / "demo"
@@ -169,6 +170,28 @@ def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active,
     return train_step
 
 
+# ----------------------------------------------------------------------------- class balance
+
+
+def weighted_tasks(tasks, sources: list[Source]):
+    """The tasks with class_weights "balanced" resolved from the sources' training counts; prints
+    the class balance of every class label the tasks learn (and the weights, where weighted)."""
+    resolved, labels = [], union_labels(sources)
+    for task in tasks:
+        key = target_key(task)
+        names = list(labels[key].names) if key in labels else []
+        if head_kind(task.kind).has_classes and names:
+            counts = train_class_counts(sources, key)
+            weights = balanced_class_weights(counts) if task.class_weights == "balanced" else task.class_weights
+            task = dataclasses.replace(task, class_weights=weights)
+            shown = ", ".join(f"{n} {c}" for n, c in zip(names, counts))
+            ratio = f"{max(counts) / min(counts):.3g}:1" if counts and min(counts) else "a class has no training face"
+            print(f"  class balance (train) {task.name}: {shown} ({ratio})"
+                  + (f"; class weights {weights}" if weights else ""), file=sys.stderr)
+        resolved.append(task)
+    return tuple(resolved)
+
+
 # ----------------------------------------------------------------------------- the trainer
 
 
@@ -208,8 +231,8 @@ class Trainer:
         self.init_from = init_from
         self.data = fold_data(paper.data, unit.fold)
         self.progress = progress
-        self.tasks = unit.model.tasks
         self.sources = as_sources(records)
+        self.tasks = weighted_tasks(unit.model.tasks, self.sources)
         self.all_sources = all_sources or {s.name: s for s in self.sources}
         self.label_names = {name: list(spec.names) for name, spec in union_labels(self.sources).items()}
         self.train_records = epoch_records(self.data, self.sources)
@@ -458,11 +481,16 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     single = len(data_sources(paper.data)) == 1  # data.tfrecords and --data name the one source
     folder = (Path(paper.data.tfrecords) / crop if paper.data.tfrecords and single
               else records_root / f"{prefix}{source.dataset}-{crop}")
+    spec = DATASETS.get(source.dataset)
+    root = source.root or (data_root if single else None)
     try:
         manifest = read_manifest(folder)
     except FileNotFoundError:
         manifest = None
-    if manifest is not None:
+    stale = stale_reason(manifest, source, spec, root) if manifest is not None and not demo else ""
+    if stale:
+        print(f"{folder}: {stale}; converting again", file=sys.stderr)
+    elif manifest is not None:
         if manifest.get("order") == "shuffled":
             return folder
         # converted before records were written in random order: possibly sorted by class
@@ -471,8 +499,6 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
                   f"convert it again for a well-mixed training stream", file=sys.stderr)
             return folder
         print(f"{folder}: converted in the reader's order; converting again in a shuffled order", file=sys.stderr)
-    spec = DATASETS.get(source.dataset)
-    root = source.root or (data_root if single else None)
     if demo:
         if spec.write_demo is None:
             raise FileNotFoundError(f"dataset {source.dataset} has no demo copy; point --data at the real one")
@@ -483,8 +509,29 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
             (Path(root) / DEMO_DONE).write_text("complete\n")
     print(f"converting {source.dataset} ({crop}) into {folder}", file=sys.stderr)
     convert(source.dataset, root, folder, crop=crop, val_fraction=paper.data.val_fraction,
-            seed=paper.data.split_seed, shards=paper.data.num_shards)
+            seed=paper.data.split_seed, shards=paper.data.num_shards, cropped=CROPPED[source.cropped],
+            options=dict(source.options), which_face=WHICH_FACE[source.which_face])
     return folder
+
+
+def stale_reason(manifest: dict, source: SourceConfig, spec, root: str | None) -> str:
+    """Why converted records no longer match their source ("" when they do): other reader options
+    or face rule, or, for data-dependent formats (a user's CSV, edited often), a changed list file."""
+    if manifest.get("reader_options", {}) != dict(source.options):
+        return f"converted with the reader options {manifest.get('reader_options', {})}, not {dict(source.options)}"
+    if manifest.get("which_face", "centre") != WHICH_FACE[source.which_face]:
+        return f"converted with --which-face {manifest.get('which_face', 'centre')}, not {source.which_face}"
+    cropped = CROPPED[source.cropped]
+    if cropped is not None and bool(manifest.get("cropped")) != cropped:
+        return f"converted with --cropped {'yes' if manifest.get('cropped') else 'no'}, not {source.cropped}"
+    if spec.labels_of is None or "sources" not in manifest:
+        return ""
+    from kerasface.data.tfrecord import sha256_file
+
+    path = spec.resolve_root(root)
+    folder = path if path.is_dir() else path.parent
+    now = {str(p.relative_to(folder)): sha256_file(p) for p in spec.source_files(path)}
+    return "its source files changed since the conversion" if now != manifest["sources"] else ""
 
 
 def unit_sources(paper: PaperConfig, crop: str, data_root: str | None, records_root: Path,
@@ -608,9 +655,27 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> None:
 
 
 def _recipe_help(recipe) -> str:
-    lines = [f"  {recipe.name}: models {', '.join(recipe.build().models)}"]
+    models = ", ".join(recipe.build().models) or "chosen by its options"
+    own = f"; options {', '.join(recipe.options)}" if recipe.options else ""
+    lines = [f"  {recipe.name}: models {models}{own}"]
     lines += [f"    {recipe.name}:{name}  {text}" for name, (text, _) in recipe.variants.items()]
     return "\n".join(lines)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def recipe_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Add the options every recipe declares (Recipe.options); returns flag -> its recipe."""
+    owners = {}
+    for name in PAPERS.names():
+        for flag, kwargs in PAPERS.get(name).options.items():
+            if flag not in owners:
+                help_text = kwargs.get("help", "")
+                parser.add_argument(flag, **{**kwargs, "default": None, "help": f"[--paper={name}] {help_text}"})
+                owners[flag] = name
+    return owners
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -636,9 +701,17 @@ def main(argv: list[str] | None = None) -> int:
                              "--demo does this unless --no-export")
     parser.add_argument("--no-export", action="store_true", help="with --demo: do not export")
     parser.add_argument("--no-progress", action="store_true")
+    owners = recipe_flags(parser)
     args = parser.parse_args(argv)
     def body() -> None:
-        cfg = validate(apply_overrides(paper_config(args.paper, demo=args.demo), args.set))
+        recipe = PAPERS.get(args.paper.partition(":")[0])
+        for flag, owner in owners.items():
+            if owner != recipe.name and getattr(args, _dest(flag)) is not None:
+                raise ValueError(f"{flag} is an option of the {owner} recipe, not of {recipe.name}")
+        cfg = paper_config(args.paper, demo=args.demo)
+        if recipe.configure is not None:
+            cfg = recipe.configure(cfg, args)
+        cfg = validate(apply_overrides(cfg, args.set))
         units = plan_units(cfg, args.model, args.attribute, args.crop)
         if not cfg.demo:  # fail early, saying where each dataset was looked for
             sources = data_sources(cfg.data)

@@ -130,10 +130,10 @@ def test_any_per_image_error_is_skipped_listed_or_fatal_with_strict(tmp_path, mo
     bad = sorted(p for p in truth if p.startswith("AFLW"))[0]
     real_crop = convert_module.apply_crop
 
-    def crop_failing_on_bad(scheme, image, landmarks):  # as a crop scheme can on odd landmarks
+    def crop_failing_on_bad(scheme, image, landmarks, box=None):  # as a crop scheme can on odd landmarks
         if np.allclose(landmarks, truth[bad][1], atol=1e-3):
             raise ValueError("landmarks outside the image\n(second line of the message)")
-        return real_crop(scheme, image, landmarks)
+        return real_crop(scheme, image, landmarks, box=box)
 
     monkeypatch.setattr(convert_module, "apply_crop", crop_failing_on_bad)
     manifest = convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "out", workers=1, progress=False)
@@ -163,7 +163,7 @@ def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):
     assert main(["--dataset", "mtfl", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "MTFL not found" in capsys.readouterr().err
     assert main(["--dataset", "celebz", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown dataset 'celebz'; known: fer2013, genki4k, imdb, mtfl, wiki" in capsys.readouterr().err
+    assert "unknown dataset 'celebz'; known: csv, fer2013, folders, genki4k, imdb, mtfl, wiki" in capsys.readouterr().err
 
 
 @pytest.mark.real_data

@@ -27,6 +27,14 @@ class FaceAnnotation:
     # HxW, HxWx1 or HxWx3; the converter uses them instead of reading `path`, which then names the
     # source for messages and `image/source` (e.g. "fer2013.csv:123").
     image: np.ndarray | None = None
+    # The face box (x, y, width, height) in image pixels when the dataset gives one: it picks the
+    # detected face (rule "box") and frames the box-based crop schemes.
+    box: tuple[float, float, float, float] | None = None
+    # "labels.csv:12": the list file and line that name this face, shown beside any skip reason.
+    listed_at: str = ""
+    # An entry the reader could not use (a malformed CSV row): the reason. The converter skips and
+    # lists it like an unreadable image (fatal under --strict), so one bad row never stops a job.
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,17 +55,46 @@ class DatasetSpec:
     cropped: bool | Callable[[Path], bool] = False
     default_crop: str = "nose_centred_150"  # the converter's --crop when none is given
     default_image_format: str = "jpeg"  # the converter's --image-format when none is given
+    # Generic formats (a user's CSV, a folder tree) have data-dependent labels: labels_of(root,
+    # options) reads them from the data (`labels` is then empty). `options` are the reader's own
+    # options (name -> help), offered by the converter's command line as --NAME and passed to
+    # read_splits and labels_of as keyword arguments / a dict.
+    labels_of: Callable[[Path, dict], dict[str, Any]] | None = None
+    options: dict[str, str] = field(default_factory=dict)
 
     def is_cropped(self, root: Path) -> bool:
         return bool(self.cropped(root) if callable(self.cropped) else self.cropped)
 
     @property
     def label_specs(self) -> dict:
+        """The labels of a dataset whose labels are fixed (empty for data-dependent ones: label_specs_for)."""
         from kerasface.data.tfrecord import label_spec
 
         return {name: label_spec(value) for name, value in self.labels.items()}
 
+    def check_options(self, options: dict | None) -> dict:
+        """The reader options given (None values dropped), or an error naming one it does not take."""
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        for name in options:
+            if name not in self.options:
+                takes = ", ".join(f"--{o.replace('_', '-')}" for o in self.options) or "none"
+                raise ValueError(f"dataset {self.name} takes no option --{name.replace('_', '-')} (its options: {takes})")
+        return options
+
+    def label_specs_for(self, root: Path, options: dict | None = None) -> dict:
+        """The labels of this dataset at `root` (with these reader options)."""
+        from kerasface.data.tfrecord import label_spec
+
+        if self.labels_of is None:
+            return self.label_specs
+        labels = self.labels_of(Path(root), self.check_options(options))
+        return {name: label_spec(value) for name, value in labels.items()}
+
+    def splits(self, root: Path, val_fraction: float, seed: int, options: dict | None = None) -> dict:
+        """read_splits with the reader options (checked; none for the fixed-format readers)."""
+        return self.read_splits(root, val_fraction, seed, **self.check_options(options))
+
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-from kerasface.data import fer2013, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)
+from kerasface.data import csv_table, fer2013, folders, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)

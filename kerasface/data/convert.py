@@ -17,6 +17,15 @@ OUT are left alone. An image that cannot be used (missing, corrupt, no face foun
 while cropping or encoding it) is skipped, counted and listed with its reason in the manifest and
 the summary; `--strict` makes the first one fatal, with one line naming the file.
 
+Generic formats (a user's CSV: `--dataset csv --root labels.csv`; a folder tree: `--dataset folders`)
+read their labels from the data and take reader options (`--regression age`, `--attribute smile`:
+each dataset's `DatasetSpec.options`, offered here as flags and checked against the dataset). A row
+the reader cannot use is skipped and listed as `labels.csv:LINE: reason`, like an unreadable image.
+A photo without landmarks is detected, and `--which-face` says which face when there are several
+(centre, largest, best = the most confident); a face box given with the photo picks the face
+closest to it instead. The manifest's "class_balance" gives each class label's training counts
+and the majority / minority ratio.
+
 This module's top level imports no TensorFlow so that worker processes start light.
 """
 
@@ -55,6 +64,7 @@ class Job:
     image_format: str
     quality: int
     cropped: bool = False  # the image is already a face crop: stored whole, no landmarks
+    rule: str = "centre"  # which detected face, when the face has no landmarks and no box
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class Prepared:
     landmarks: np.ndarray
     labels: dict[str, int]
     error: str = ""
+    listed_at: str = ""  # "labels.csv:12", for messages
 
 
 def encode(image: np.ndarray, image_format: str, quality: int) -> bytes:
@@ -82,31 +93,39 @@ def encode(image: np.ndarray, image_format: str, quality: int) -> bytes:
 def prepare(job: Job) -> Prepared:
     """Read, crop and encode one face; failures come back as a reason instead of an exception."""
     face = job.face
+    if face.problem:  # an entry the reader could not use: listed like an unreadable image
+        return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, face.problem,
+                        face.listed_at)
     try:
         image = face.image if face.image is not None else load_image(Path(job.root) / face.path)
         if job.cropped:  # the whole image is the face
             crop = face_crop_as(job.crop, image)
             encoded = encode(crop, job.image_format, job.quality)
-            return Prepared(job.index, job.split, face.path, encoded, crop.shape, NO_LANDMARKS, face.labels)
+            return Prepared(job.index, job.split, face.path, encoded, crop.shape, NO_LANDMARKS, face.labels,
+                            listed_at=face.listed_at)
         if image.ndim == 2 or image.shape[2] == 1:  # in-memory gray pixels: RGB, as load_image gives
             image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=2)
         if np.isnan(face.landmarks).any():  # a whole photo without annotations: detect the face
             from kerasface.faces.detect import detect_and_crop
 
-            found = detect_and_crop(image, job.crop, rule="centre")
+            # a given face box picks the detected face nearest it (and frames box-based schemes)
+            found = detect_and_crop(image, job.crop, rule="box" if face.box else job.rule, box=face.box,
+                                    use_box=face.box is not None)
             if found is None:
                 return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels,
-                                "no face found")
+                                "no face found", face.listed_at)
             crop, landmarks = found
         else:
-            crop, landmarks = apply_crop(job.crop, image, face.landmarks)
+            crop, landmarks = apply_crop(job.crop, image, face.landmarks, box=face.box)
         encoded = encode(crop, job.image_format, job.quality)
-        return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels)
+        return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels,
+                        listed_at=face.listed_at)
     except ImageError as exc:
         reason = str(exc).split(": ", 1)[-1]  # the message starts with the path, listed separately
     except Exception as exc:  # a crop or encoder failing on one image (ValueError, cv2.error, ...)
         reason = f"{type(exc).__name__}: {one_line(exc) or 'no message'}"
-    return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, reason)
+    return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels, reason,
+                    face.listed_at)
 
 
 def _run_jobs(jobs: list[Job], workers: int):
@@ -133,10 +152,15 @@ def convert(
     progress: bool = True,
     limit: int = 0,
     cropped: bool | None = None,
+    options: dict | None = None,
+    which_face: str = "centre",
 ) -> dict:
     """Convert `dataset` at `root` into `out`; returns the manifest written there. `crop` and
     `image_format` default to the dataset's (`DatasetSpec.default_crop`, `default_image_format`);
-    `cropped` (the images are already face crops) to what the dataset says of this root."""
+    `cropped` (the images are already face crops) to what the dataset says of this root.
+    `options`: the dataset's reader options (`DatasetSpec.options`, e.g. {"regression": "age"});
+    `which_face`: the detection rule for photos without landmarks or box (centre, largest, all =
+    the most confident)."""
     from tqdm import tqdm
 
     from kerasface.data.tfrecord import SCHEMA_VERSION, ShardedWriter, fold_ranks, make_example, sha256_file
@@ -146,8 +170,15 @@ def convert(
     image_format = image_format or spec.default_image_format
     scheme = CROPS.get(crop)
     root_path = spec.resolve_root(root)
+    options = spec.check_options(options)
+    # images are relative to the root folder, or to the folder of a root that is a file (a CSV)
+    images = root_path if root_path.is_dir() else root_path.parent
     cropped = spec.is_cropped(root_path) if cropped is None else bool(cropped)
-    splits = spec.read_splits(root_path, val_fraction, seed)
+    splits = spec.splits(root_path, val_fraction, seed, options)
+    if strict:  # a malformed entry fails before any image is read
+        bad = next((f for faces in splits.values() for f in faces if f.problem), None)
+        if bad is not None:
+            raise RuntimeError(f"{bad.listed_at or bad.path}: {bad.problem} (--strict)")
     # Records go out in a seeded random order: readers list faces by class (FER2013's folders,
     # GENKI-4K's labels), and a class-sorted file defeats a training shuffle buffer smaller than it.
     order = np.random.default_rng(seed)
@@ -161,12 +192,12 @@ def convert(
     staging.mkdir(parents=True)
 
     jobs = [
-        Job(i, split, str(root_path), face, crop, image_format, quality, cropped)
+        Job(i, split, str(images), face, crop, image_format, quality, cropped, which_face)
         for split, faces in splits.items()
         for i, face in enumerate(faces)
     ]
     workers = workers or min(os.cpu_count() or 1, 8)
-    labels = spec.label_specs
+    labels = spec.label_specs_for(root_path, options)
     classes = {name: label.names for name, label in labels.items() if label.type == "class"}
     counts = {split: {name: dict.fromkeys(names, 0) for name, names in classes.items()} for split in splits}
     # k-fold cross-validation re-divides train + val: each of those records carries a stratified rank
@@ -184,8 +215,10 @@ def convert(
         for item in bar:
             if item.encoded is None:
                 if strict:
-                    raise RuntimeError(f"{root_path / item.source}: {item.error} (--strict)")
-                skipped.append({"path": item.source, "split": item.split, "reason": item.error})
+                    where = f"{item.listed_at}: {item.source}" if item.listed_at else str(images / item.source)
+                    raise RuntimeError(f"{where}: {item.error} (--strict)")
+                skipped.append({"path": item.source, "split": item.split, "reason": item.error,
+                                **({"listed_at": item.listed_at} if item.listed_at else {})})
                 bar.set_postfix(skipped=len(skipped))
                 continue
             height, width, channels = item.shape
@@ -205,6 +238,8 @@ def convert(
             "channels": 1 if scheme.grayscale else 3,
             "image_format": image_format,
             "cropped": cropped,
+            "reader_options": options,
+            "which_face": which_face,
             "attributes": {name: list(names) for name, names in classes.items()},  # schema v1 readers
             "labels": {name: label.to_json() for name, label in labels.items()},
             "flip_permutations": {k: list(v) for k, v in spec.flip_permutations.items()},
@@ -216,8 +251,9 @@ def convert(
                 split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
                 for split in splits
             },
+            "class_balance": class_balance(counts.get("train", {})),
             "skipped": skipped,
-            "sources": {str(p.relative_to(root_path)): sha256_file(p) for p in spec.source_files(root_path)},
+            "sources": {str(p.relative_to(images)): sha256_file(p) for p in spec.source_files(root_path)},
             "seconds": round(time.perf_counter() - started, 2),
         }
     except BaseException:
@@ -227,6 +263,44 @@ def convert(
         raise
     _publish(staging, out, manifest)
     return manifest
+
+
+def class_balance(counts: dict[str, dict[str, int]]) -> dict:
+    """Per class label, from its training counts {class: n}: the counts, the majority and
+    minority classes and their ratio (None when a class has no training face)."""
+    balance = {}
+    for name, per_class in counts.items():
+        if not per_class:
+            continue
+        most, least = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
+        ratio = round(per_class[most] / per_class[least], 2) if per_class[least] else None
+        balance[name] = {"counts": dict(per_class), "majority": most, "minority": least, "ratio": ratio}
+    return balance
+
+
+def describe_balance(balance: dict) -> list[str]:
+    """One line per label: "smile: smiling 120, not_smiling 40 (3:1)"."""
+    lines = []
+    for name, entry in balance.items():
+        counts = ", ".join(f"{k} {v}" for k, v in entry["counts"].items())
+        ratio = "a class has no training face" if entry["ratio"] is None else f"{entry['ratio']:g}:1"
+        lines.append(f"{name}: {counts} ({ratio})")
+    return lines
+
+
+def reader_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Add every registered dataset's reader options as --NAME flags; returns the option names."""
+    names = []
+    for dataset in DATASETS.names():
+        for name, text in DATASETS.get(dataset).options.items():
+            if name not in names:
+                parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{text} [{dataset}]")
+                names.append(name)
+    return names
+
+
+WHICH_FACE = {"centre": "centre", "largest": "largest", "best": "all"}  # --which-face -> detect rule
+CROPPED = {"auto": None, "yes": True, "no": False}  # --cropped -> convert(cropped=...)
 
 
 def _publish(staging: Path, out: Path, manifest: dict) -> None:
@@ -265,17 +339,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument("--strict", action="store_true", help="fail on the first missing or corrupt image")
     parser.add_argument("--limit", type=int, default=0, help="convert at most N faces per split (smoke tests)")
+    parser.add_argument("--which-face", choices=tuple(WHICH_FACE), default="centre",
+                        help="photos without landmarks or a box: the face nearest the centre, the largest, "
+                             "or the most confident detection")
+    option_names = reader_flags(parser)
     args = parser.parse_args(argv)
     def body() -> None:
         manifest = convert(args.dataset, args.root, args.out, args.crop, args.val_fraction, args.seed, args.shards,
                            args.workers, args.image_format, args.quality, args.strict, limit=args.limit,
-                           cropped={"auto": None, "yes": True, "no": False}[args.cropped])
+                           cropped=CROPPED[args.cropped],
+                           options={name: getattr(args, name) for name in option_names},
+                           which_face=WHICH_FACE[args.which_face])
         total = sum(s["records"] for s in manifest["splits"].values())
         per_split = ", ".join(f"{name}: {split['records']}" for name, split in manifest["splits"].items())
         print(f"wrote {total} records to {args.out} in {manifest['seconds']:.1f} s ({per_split}); "
               f"skipped {len(manifest['skipped'])}")
         for item in manifest["skipped"][:SHOWN_SKIPS]:
-            print(f"  skipped {item['path']}: {item['reason']}")
+            where = item.get("listed_at", "")
+            named = f"{where} ({item['path']})" if where and where != item["path"] else item["path"]
+            print(f"  skipped {named}: {item['reason']}")
+        for line in describe_balance(manifest["class_balance"]):
+            print(f"  class balance (train) {line}")
         if len(manifest["skipped"]) > SHOWN_SKIPS:
             print(f"  ... and {len(manifest['skipped']) - SHOWN_SKIPS} more, every one listed under "
                   f"\"skipped\" in {Path(args.out) / 'manifest.json'}")

@@ -124,6 +124,20 @@ def union_labels(sources: Sequence[Source]) -> dict[str, LabelSpec]:
     return labels
 
 
+def train_class_counts(sources: Sequence[Source], label: str) -> list[int]:
+    """The training faces per class of `label`, summed over the sources that give it (manifest counts,
+    in the label's class order; zeros when no manifest counts it)."""
+    names = list(union_labels(sources)[label].names)
+    counts = [0] * len(names)
+    for source in sources:
+        if source.tasks and label not in source.tasks:
+            continue
+        per_class = read_manifest(source.folder)["splits"].get("train", {}).get("labels", {}).get(label, {})
+        for i, name in enumerate(names):
+            counts[i] += int(per_class.get(name, 0))
+    return counts
+
+
 FOLD_POOL = ("train", "val")  # the splits k-fold cross-validation re-divides (and serves under these names)
 
 

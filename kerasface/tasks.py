@@ -32,7 +32,9 @@ class HeadKind:
     name = ""
     label_types: tuple[str, ...] = ()  # TFRecord label types this kind trains on (kerasface.data.tfrecord)
     losses: tuple[str, ...] = ("default",)
-    counts_in_score = True  # part of the unit's validation score (landmarks only when alone)
+    # part of the unit's validation score; errors in the target's own units (landmarks, regression:
+    # -NME, -MAE in years) cannot be averaged with accuracies, so they decide only when alone
+    counts_in_score = True
     evaluator = ""  # its protocol in kerasface.evaluators.EVALUATORS
     has_classes = False  # exported with TF Serving Classify signatures and class labels
     pixel_coordinates = False  # trained as fractions of the input, exported in pixels
@@ -208,6 +210,7 @@ class Regression(HeadKind):
     name = "regression"
     evaluator = "regression"
     label_types = ("value", "multilabel")
+    counts_in_score = False
 
     def loss(self, task, target, output, global_batch):
         from kerasface.losses import masked_squared_error

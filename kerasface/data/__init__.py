@@ -27,6 +27,10 @@ class FaceAnnotation:
     # HxW, HxWx1 or HxWx3; the converter uses them instead of reading `path`, which then names the
     # source for messages and `image/source` (e.g. "fer2013.csv:123").
     image: np.ndarray | None = None
+    # The dataset's face box (x, y, width, height) in image pixels, when it gives one (CelebA's
+    # in-the-wild list_bbox, FotW): box-framed crop schemes use it, and a face detected on an image
+    # without landmarks is the one closest to it.
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,4 +64,4 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-from kerasface.data import fer2013, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)
+from kerasface.data import celeba, fer2013, fotw, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)

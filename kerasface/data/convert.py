@@ -93,13 +93,13 @@ def prepare(job: Job) -> Prepared:
         if np.isnan(face.landmarks).any():  # a whole photo without annotations: detect the face
             from kerasface.faces.detect import detect_and_crop
 
-            found = detect_and_crop(image, job.crop, rule="centre")
+            found = detect_and_crop(image, job.crop, rule="centre" if face.box is None else "box", box=face.box)
             if found is None:
                 return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels,
                                 "no face found")
             crop, landmarks = found
         else:
-            crop, landmarks = apply_crop(job.crop, image, face.landmarks)
+            crop, landmarks = apply_crop(job.crop, image, face.landmarks, box=face.box)
         encoded = encode(crop, job.image_format, job.quality)
         return Prepared(job.index, job.split, face.path, encoded, crop.shape, landmarks, face.labels)
     except ImageError as exc:

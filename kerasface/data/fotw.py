@@ -155,7 +155,7 @@ def source_files(root: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- demo
 
 
-def write_demo(root: str | os.PathLike, seed: int = 0, count: int = 400) -> Path:
+def write_demo(root: str | os.PathLike, seed: int = 0, count: int = 240) -> Path:
     """A SYNTHETIC FotW in the assumed layout: `count` 160x160 photos with one face at a random
     place and size (train 75%, val 25%), its box from the drawn face, smile and gender as drawn
     and 5% of each written "other" (masked). No landmarks: the converter detects the faces."""
@@ -170,7 +170,7 @@ def write_demo(root: str | os.PathLike, seed: int = 0, count: int = 400) -> Path
         split = "train" if i < 0.75 * count else "val"
         (root / split).mkdir(parents=True, exist_ok=True)
         rel = f"{split}/{i:05d}.jpg"
-        iod = face_rng.uniform(26, 36)
+        iod = face_rng.uniform(32, 42)
         nose = (face_rng.uniform(0.35, 0.65) * 160, face_rng.uniform(0.4, 0.6) * 160)
         image, points, info = render_face(face_rng, (160, 160), iod=iod, nose=nose)
         Image.fromarray(image).save(root / (rel + ".tmp"), format="JPEG", quality=90)

@@ -123,7 +123,8 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
                        for s in model.stages)
         models[key] = dataclasses.replace(model, input_size=64, weights="", stages=stages,
                                           arch_kwargs={**model.arch_kwargs, "width": 1 / 16, "l2": 0.0},
-                                          description=f"{model.description} [demo: {n} Adam steps, 64x64, 1/16 width]")
+                                          description=f"{model.description.replace('VGG-Face', 'random init')} "
+                                                      f"[demo: {n} Adam steps, 64x64, 1/16 width]")
     data = dataclasses.replace(cfg.data, deterministic=True, num_shards=1)
     return dataclasses.replace(cfg, models=models, data=data, demo=True)
 

@@ -582,7 +582,7 @@ def unit_record(unit: Unit, sources: list[Source], labels: dict) -> dict:
         "records": str(sources[0].folder),
         "sources": [{"name": s.name, "folder": str(s.folder), "weight": s.weight, "tasks": list(s.tasks)}
                     for s in sources],
-        "tasks": [{"name": t.name, "kind": t.kind,
+        "tasks": [{"name": t.name, "kind": t.kind, **({"label": t.label} if t.label else {}),
                    "labels": head_kind(t.kind).label_names(t, labels.get(target_key(t), []))} for t in m.tasks],
     }
 

@@ -16,6 +16,11 @@ from kerasface.registry import Registry
 ARCHITECTURES: Registry = Registry("architecture")
 
 
+def get(name: str):
+    """The builder registered as `name`, e.g. `get("vgg_face")(weights=PATH, include_top=False)`."""
+    return ARCHITECTURES.get(name)
+
+
 def build_model(model):
     """The keras.Model of a `ModelConfig`: its architecture with one head per task."""
     kwargs = dict(model.arch_kwargs)
@@ -54,4 +59,4 @@ def copy_matching_weights(source, target) -> tuple[list[str], list[str]]:
             kept.append(layer.name)
     return copied, kept
 
-from kerasface.architectures import bknet, cascade_cnn, inception, tcdcn  # noqa: E402,F401  (registration)
+from kerasface.architectures import bknet, cascade_cnn, inception, tcdcn, vgg_face  # noqa: E402,F401  (registration)

@@ -958,7 +958,7 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
     info: dict[str, Any] = {
         "gender": f.gender, "smile": f.smile, "glasses": f.glasses, "pose": f.pose,
         "yaw_deg": round(f.yaw, 3), "roll_deg": round(f.roll, 3), "iod_px": round(s * cs, 3),
-        "hair": f.hair_style, "beard": f.beard or "none", "mouth": f.mouth[0],
+        "hair": f.hair_style, "beard": f.beard or "none", "mouth": f.mouth[0], "bangs": bool(f.bangs),
     }
     if expression is not None:
         info["expression"] = expression

@@ -273,7 +273,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
         entry = {"max_abs_diff": float(np.max(np.abs(k - t)))}
         kind = head_kind(task.kind)
         if kind.has_classes:
-            labels = np.array([r["labels"].get(task.name, -1) for r in records])
+            labels = np.array([r["labels"].get(getattr(task, "label", "") or task.name, -1) for r in records])
             known = labels >= 0
             kp, tp = k.argmax(-1), t.argmax(-1)
             entry.update({
@@ -309,9 +309,11 @@ def format_parity(report: dict) -> str:
              f"{report['size_bytes'] / 1024:.1f} KiB"]
     lines.append(f"  {'attribute':<14}{'keras':>10}{'tflite':>10}{'agree':>8}{'max|diff|':>12}")
     for name, e in report["attributes"].items():
-        if "keras_accuracy" in e:
+        if "keras_accuracy" in e and e["keras_accuracy"] is not None:
             lines.append(f"  {name:<14}{100 * e['keras_accuracy']:>9.1f}%{100 * e['tflite_accuracy']:>9.1f}%"
                          f"{100 * e['agreement']:>7.1f}%{e['max_abs_diff']:>12.2e}")
+        elif "keras_nme" not in e:  # multilabel, values, embeddings, or no labelled test image
+            lines.append(f"  {name:<14}{'mean|diff|':>20}{e.get('mean_abs_diff', 0.0):>8.1e}{e['max_abs_diff']:>12.2e}")
         else:
             lines.append(f"  {name:<14}{e['keras_nme']:>10.4f}{e['tflite_nme']:>10.4f}{'(nme)':>8}"
                          f"{e['max_abs_diff']:>12.2e}")

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import kerasface.data.convert as convert_module
+from kerasface.data import DATASETS
 from kerasface.data.convert import convert, main
 from kerasface.data.mtfl import LABELS
 from kerasface.data.tfrecord import feature_spec
@@ -163,7 +164,7 @@ def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):
     assert main(["--dataset", "mtfl", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "MTFL not found" in capsys.readouterr().err
     assert main(["--dataset", "celebz", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown dataset 'celebz'; known: csv, fer2013, folders, genki4k, imdb, mtfl, wiki" in capsys.readouterr().err
+    assert f"unknown dataset 'celebz'; known: {', '.join(DATASETS.names())}" in capsys.readouterr().err
 
 
 @pytest.mark.real_data

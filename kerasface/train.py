@@ -479,26 +479,25 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
     crop = source.crop or crop
     prefix = "demo-" if demo else ""
     single = len(data_sources(paper.data)) == 1  # data.tfrecords and --data name the one source
-    folder = (Path(paper.data.tfrecords) / crop if paper.data.tfrecords and single
-              else records_root / f"{prefix}{source.dataset}-{crop}")
-    spec = DATASETS.get(source.dataset)
-    root = source.root or (data_root if single else None)
+    given = bool(paper.data.tfrecords and single)  # converted records the config names: used as they are
+    folder = Path(paper.data.tfrecords) / crop if given else records_root / f"{prefix}{source.dataset}-{crop}"
     try:
         manifest = read_manifest(folder)
     except FileNotFoundError:
         manifest = None
-    stale = stale_reason(manifest, source, spec, root) if manifest is not None and not demo else ""
-    if stale:
-        print(f"{folder}: {stale}; converting again", file=sys.stderr)
-    elif manifest is not None:
-        if manifest.get("order") == "shuffled":
-            return folder
-        # converted before records were written in random order: possibly sorted by class
-        if folder.parent != records_root:
+    if manifest is not None and given:
+        if manifest.get("order") != "shuffled":
             print(f"warning: {folder} was converted in the reader's order (possibly sorted by class); "
                   f"convert it again for a well-mixed training stream", file=sys.stderr)
+        return folder
+    spec = DATASETS.get(source.dataset)
+    root = source.root or (data_root if single else None)
+    if manifest is not None:
+        stale = "" if demo else stale_reason(manifest, source, spec, root)
+        if not stale and manifest.get("order") == "shuffled":
             return folder
-        print(f"{folder}: converted in the reader's order; converting again in a shuffled order", file=sys.stderr)
+        # before records were written in random order they could be sorted by class
+        print(f"{folder}: {stale or 'converted in the reader order'}; converting again", file=sys.stderr)
     if demo:
         if spec.write_demo is None:
             raise FileNotFoundError(f"dataset {source.dataset} has no demo copy; point --data at the real one")

@@ -222,6 +222,16 @@ def run_class_balance(run_dir: Path) -> dict:
     return balance
 
 
+def _detail(kind, record: dict, splits: list[str], suffix: str, name: str) -> str:
+    """The head kind's detail (e.g. recall per class) on the last split that labels `name`: with
+    several sources a task is labelled only in its own source's splits."""
+    for split in reversed(splits):
+        metrics = record[f"{split}{suffix}_metrics"].get(name)
+        if metrics and metrics.get("count", 1):
+            return kind.detail(metrics) + ("" if split == splits[-1] else f" ({split})")
+    return ""
+
+
 def write_reports(run_dir: Path) -> dict:
     """metrics.json and results.md for every evaluated model of the run; prints the table.
 
@@ -259,8 +269,7 @@ def write_reports(run_dir: Path) -> dict:
             for suffix, label in variants:
                 cells = [_cell(kind, record[f"{split}{suffix}_metrics"].get(name)) for split in splits]
                 rows.append((record["model_key"], record["crop"], name + label, *cells,
-                             str(paper) if paper is not None else "—",
-                             kind.detail(record[f"{splits[-1]}{suffix}_metrics"][name])))
+                             str(paper) if paper is not None else "—", _detail(kind, record, splits, suffix, name)))
     for group, records in sorted(folds.items()):
         first = records[0]
         summary = {}

@@ -144,3 +144,19 @@ def test_identification_cmc_and_tar_at_far_on_a_known_gallery():
     tar = tar_at_far(genuine, impostor, (0.25, 0.5))
     assert tar["0.25"]["tar"] == pytest.approx(2 / 3)  # threshold 0.5: one impostor of four above it
     assert tar["0.5"]["tar"] == pytest.approx(2 / 3)  # threshold 0.4
+
+
+def test_results_detail_comes_from_the_last_split_that_labels_the_task():
+    """With several sources a task is labelled only in its own source's splits: the table's detail
+    column names that split instead of showing the recalls of a split without labels."""
+    from kerasface.evaluate import _detail
+    from kerasface.tasks import head_kind
+
+    kind = head_kind("classification")
+    labelled = {"count": 4, "accuracy": 0.75, "recall": {"smiling": 1.0, "not_smiling": 0.5}}
+    record = {"genki4k/test_metrics": {"smile": labelled},
+              "mtfl/test_metrics": {"smile": {"count": 0, "accuracy": 0.0, "recall": {"smiling": 0.0, "not_smiling": 0.0}}}}
+    splits = ["genki4k/test", "mtfl/test"]
+    assert _detail(kind, record, splits, "", "smile") == kind.detail(labelled) + " (genki4k/test)"
+    assert _detail(kind, {**record, "mtfl/test_metrics": {"smile": labelled}}, splits, "", "smile") == kind.detail(labelled)
+    assert _detail(kind, record, splits, "", "gender") == ""

@@ -164,6 +164,13 @@ class PaperConfig:
     seed: int = 0
     mixed_precision: bool = False
     demo: bool = False  # trains on the built-in synthetic demo data
+    # Cross-model ensembles evaluated after training: name -> (task, model keys). Each member model
+    # answers `task` on its own crop; their outputs are averaged by the task's head kind
+    # (probabilities for classification): gnet_snet's smile = SNet1 (scheme 1) + SNet2 (scheme 5).
+    ensembles: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # The attributes of the run's photo export (kerasface.export.photo: the photo and its landmarks
+    # in, each model's crop cut in the graph, ensembles averaged); empty: no photo export.
+    photo_tasks: tuple[str, ...] = ()
     variant: str = ""  # the named variant of the recipe ("" = the paper's settings)
 
 
@@ -330,6 +337,15 @@ def validate(cfg: PaperConfig) -> PaperConfig:
         if model.init_from in cfg.models and keys.index(model.init_from) >= keys.index(key):
             raise ValueError(f"{where}.init_from: {model.init_from!r} must come before {key!r} in models "
                              "(models train in that order)")
+    for name, (task, members) in cfg.ensembles.items():
+        if len(members) < 2:
+            raise ValueError(f"ensembles.{name}: needs at least two model keys, got {list(members)}")
+        for member in members:
+            model = cfg.models.get(member)
+            if model is None:
+                raise ValueError(f"ensembles.{name}: no model {member!r}; models: {', '.join(cfg.models)}")
+            if task not in {t.name for t in model.tasks}:
+                raise ValueError(f"ensembles.{name}: model {member!r} has no task {task!r}")
     return cfg
 
 

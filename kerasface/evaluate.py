@@ -130,9 +130,12 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
     sources = unit_sources(unit_dir, record)
     data = fold_data(cfg.data, record.get("fold"))
     splits = evaluation_splits([{"name": s.name, "folder": s.folder} for s in sources])
+    saved = {}
     for split in splits:
         outputs, targets = predict_split(forward, data, sources, record["input_size"], record["channels"],
                                          names, split)
+        saved.update({f"{split}|output|{k}": v for k, v in outputs.items()})
+        saved.update({f"{split}|target|{k}": v for k, v in targets.items()})
         reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
         record[f"{split}_metrics"] = reports
         record[split] = {k: headline(v) for k, v in reports.items()}
@@ -147,9 +150,29 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
                 if "confusion" in report:
                     plot_confusion(report, f"{record['unit']} — {name} ({split})", unit_dir / f"confusion_{split.rpartition('/')[0] + '_' if '/' in split else ''}{name}.png")
     record["evaluated"] = splits
+    save_predictions(unit_dir / PREDICTIONS, saved)
     plot_history(record.get("history", []), unit_dir / "curves.png")
     write_json(unit_dir / "unit.json", record)
     return record
+
+
+PREDICTIONS = "predictions.npz"  # every evaluated split's raw outputs and targets (cross-model ensembles)
+
+
+def save_predictions(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_predictions(path: Path, split: str) -> tuple[dict, dict]:
+    """(outputs, targets) of one split from a unit's predictions.npz."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (written by kerasface.evaluate; evaluate the unit again)")
+    with np.load(path) as data:
+        found = {tuple(key.split("|", 2)): data[key] for key in data.files}
+    return ({k: v for (s, what, k), v in found.items() if s == split and what == "output"},
+            {k: v for (s, what, k), v in found.items() if s == split and what == "target"})
 
 
 def reported_for(cfg: PaperConfig, model_key: str, attribute: str, crop: str):
@@ -232,6 +255,55 @@ def _detail(kind, record: dict, splits: list[str], suffix: str, name: str) -> st
     return ""
 
 
+def evaluate_ensembles(run_dir: Path, cfg: PaperConfig, records: list[dict],
+                       columns: list[str]) -> tuple[dict, list[tuple]]:
+    """The config's cross-model ensembles (PaperConfig.ensembles) from the members' saved
+    predictions: ({name: {split: report}}, results.md rows). The members were converted from the
+    same faces in the same seeded order, one crop each, so their splits line up record for record;
+    identical targets confirm it (a mismatch is an error naming the units)."""
+    from kerasface.tasks import head_kind
+
+    results, rows = {}, []
+    for name, (task_name, members) in cfg.ensembles.items():
+        chosen = []
+        for member in members:
+            found = [r for r in records if r["model_key"] == member and r.get("fold") is None
+                     and any(t["name"] == task_name for t in r["tasks"]) and evaluated_splits(r)]
+            if len(found) != 1:
+                chosen = []
+                rows.append((f"ensemble {name}", "—", task_name, *["—"] * (len(columns) - 1),
+                             f"not evaluated: model {member!r} has {len(found)} evaluated units for {task_name} "
+                             f"(needs exactly one)", "—", ""))
+                break
+            chosen.append(found[0])
+        if not chosen:
+            continue
+        task = next(t for t in chosen[0]["tasks"] if t["name"] == task_name)
+        task_cfg = TaskConfig(task_name, kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
+                              label=task.get("label", ""))
+        kind = head_kind(task_cfg.kind)
+        splits = [s for s in evaluated_splits(chosen[0]) if all(s in evaluated_splits(r) for r in chosen)]
+        results[name] = {"task": task_name, "members": [r["unit"] for r in chosen]}
+        for split in splits:
+            loaded = [load_predictions(run_dir / "models" / r["unit"] / PREDICTIONS, split) for r in chosen]
+            key = target_key(task_cfg)
+            first = loaded[0][1][key]
+            for record, (_, targets) in zip(chosen[1:], loaded[1:]):
+                if targets[key].shape != first.shape or not np.array_equal(targets[key], first):
+                    raise ValueError(f"ensemble {name}: {record['unit']} and {chosen[0]['unit']} were not evaluated "
+                                     f"on the same {split} faces in the same order; convert their crops from the "
+                                     f"same dataset and seed")
+            averaged = kind.average([outputs[task_name] for outputs, _ in loaded])
+            results[name][split] = kind.report(task_cfg, averaged, first, task.get("labels") or [],
+                                               chosen[0]["input_size"])
+        paper = reported_for(cfg, name, task_name, "*")
+        crops = " + ".join(r["crop"] for r in chosen)
+        rows.append((f"ensemble {name}", crops, f"{task_name} (mean of {', '.join(r['model_key'] for r in chosen)})",
+                     *[_cell(kind, results[name].get(split)) for split in columns],
+                     str(paper) if paper is not None else "—", kind.detail(results[name][splits[-1]]) if splits else ""))
+    return results, rows
+
+
 def write_reports(run_dir: Path) -> dict:
     """metrics.json and results.md for every evaluated model of the run; prints the table.
 
@@ -244,9 +316,10 @@ def write_reports(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     cfg = read_config(run_dir / "config.json")
     metrics = {"paper": cfg.name, "demo": cfg.demo, "models": {}, "cross_validation": {}}
-    rows, split_names, folds = [], [], {}
+    rows, split_names, folds, records = [], [], {}, []
     for unit_json in sorted((run_dir / "models").glob("*/unit.json")):
         record = json.loads(unit_json.read_text())
+        records.append(record)
         splits = evaluated_splits(record)
         if not splits:
             continue
@@ -288,6 +361,8 @@ def write_reports(run_dir: Path) -> dict:
                              str(paper) if paper is not None else "—", ""))
         metrics["cross_validation"][group] = summary
     split_names = split_names or ["val", "test"]
+    metrics["ensembles"], ensemble_rows = evaluate_ensembles(run_dir, cfg, records, split_names)
+    rows += ensemble_rows
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for unit_name, reason in sorted(skipped.items()):

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from kerasface.architectures import build_model, copy_matching_weights, load_trained_model
 from kerasface.cli import run_command
 from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources,
-                              fold_data, target_key, validate, write_config, write_json)
+                              fold_data, read_config, target_key, validate, write_config, write_json)
 from kerasface.data import DATASETS
 from kerasface.data.convert import CROPPED, WHICH_FACE, convert
 from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, read_manifest, train_class_counts,
@@ -641,12 +641,15 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
 
 def export_run(run_dir: Path, models_dir: Path, name: str) -> None:
     """What `python -m kerasface.export` makes of a run: MODELS_DIR/NAME/<version>/ (SavedModel),
-    MODELS_DIR/NAME.tflite (fp32) and NAME-int8.tflite, each .tflite with its parity report."""
+    MODELS_DIR/NAME.tflite (fp32) and NAME-int8.tflite, each .tflite with its parity report, and
+    MODELS_DIR/NAME_photo/<version>/ when the recipe has photo_tasks."""
     from kerasface.export.__main__ import main as export_main
 
     commands = [["saved-model", str(run_dir), "--name", name, "--out", str(models_dir)],
                 ["tflite", str(run_dir), "--quant", "none", "--out", str(models_dir / f"{name}.tflite")],
                 ["tflite", str(run_dir), "--quant", "int8", "--out", str(models_dir / f"{name}-int8.tflite")]]
+    if read_config(run_dir / "config.json").photo_tasks:  # and the one-photo deployable (kerasface.export.photo)
+        commands.append(["saved-model", str(run_dir), "--name", f"{name}_photo", "--out", str(models_dir), "--photo"])
     for command in commands:
         print(f"python -m kerasface.export {' '.join(command)}", file=sys.stderr)
         if export_main(command) != 0:

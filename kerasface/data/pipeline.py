@@ -61,8 +61,8 @@ def to_model_input(image: tf.Tensor, size: Sequence[int], channels: int) -> tf.T
     return tf.cond(same, lambda: image, lambda: tf.image.resize(image, size, **RESIZE))
 
 
-def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> tf.Tensor:
-    """Encoded JPEG/PNG -> float32 [H, W, channels] in [0, 255] at `size` (`to_model_input`)."""
+def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG -> uint8 [H, W, 3]."""
     # JPEG with the accurate integer DCT, as libjpeg/Pillow decode by default, so that crops decoded
     # anywhere else (predict, clients) give the same pixels as training.
     image = tf.cond(
@@ -70,7 +70,12 @@ def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> 
         lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
     )
-    image = to_model_input(image, size, channels)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def preprocess_image(encoded: tf.Tensor, size: Sequence[int], channels: int) -> tf.Tensor:
+    """Encoded JPEG/PNG -> float32 [H, W, channels] in [0, 255] at `size` (`to_model_input`)."""
+    image = to_model_input(decode_rgb(encoded), size, channels)
     return tf.ensure_shape(image, [size[0], size[1], channels])
 
 

@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", default="models", help="models folder (default: models)")
     sm.add_argument("--model", metavar="KEY", help="export this unit or model key (default: best per attribute)")
     sm.add_argument("--no-verify", action="store_true", help="skip reloading the SavedModel to compare with Keras")
+    sm.add_argument("--photo", action="store_true",
+                    help="one SavedModel over models of different crops: the photo and its five landmarks in, "
+                         "each crop cut in the graph, the run's ensembles averaged (kerasface.export.photo)")
+    sm.add_argument("--tasks", metavar="A,B", help="--photo: the attributes it answers (default: the recipe's "
+                                                   "photo_tasks)")
 
     tl = sub.add_parser("tflite", help="convert the float signature to .tflite, then print the parity report")
     tl.add_argument("run_dir", metavar="RUN_DIR")
@@ -63,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "saved-model":
             from kerasface.export.saved_model import export_saved_model
 
-            selection = select_heads(run, args.model)
+            if args.photo:
+                from kerasface.export.photo import select_photo_heads
+
+                selection = select_photo_heads(run, args.tasks.split(",") if args.tasks else None)
+            else:
+                selection = select_heads(run, args.model)
             _notes(selection)
             path = export_saved_model(run, selection, args.name, args.out, args.version,
                                       verify=not args.no_verify, log=_log)

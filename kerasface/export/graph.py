@@ -85,6 +85,8 @@ def _outputs_as_dict(model, raw, unit: Unit) -> dict:
 
 
 class ServingGraph:
+    photo = False  # kerasface.export.photo.PhotoGraph: the photo and its landmarks in
+
     def __init__(self, selection: Selection, models: dict[str, object] | None = None):
         self.selection = selection
         models = models or {}
@@ -266,3 +268,10 @@ class ServingGraph:
         for name, fn, spec in self.endpoints(float_only):
             archive.add_endpoint(name, fn, spec)
         return archive
+
+
+def serving_graph(selection: Selection) -> ServingGraph:
+    """The graph of a selection: a photo export (kerasface.export.photo) or crops in."""
+    from kerasface.export.photo import PhotoGraph
+
+    return PhotoGraph(selection) if selection.photo else ServingGraph(selection)

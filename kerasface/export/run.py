@@ -233,22 +233,31 @@ class Selection:
     rule: str
     dropped: dict[str, str] = field(default_factory=dict)  # attribute -> why
     notes: list[str] = field(default_factory=list)
+    # attribute -> every unit whose outputs are averaged for it (a photo export's ensembles; the
+    # head above is the first); attributes not listed are answered by their head alone
+    members: dict[str, list[Unit]] = field(default_factory=dict)
+    photo: bool = False  # the export takes the whole photo and its landmarks (kerasface.export.photo)
+
+    def units_of(self, task: str) -> list[Unit]:
+        return self.members.get(task) or [self.heads[task]]
 
     @property
     def units(self) -> list[Unit]:
         seen: dict[str, Unit] = {}
-        for unit in self.heads.values():
-            seen.setdefault(unit.name, unit)
+        for task in self.heads:
+            for unit in self.units_of(task):
+                seen.setdefault(unit.name, unit)
         return list(seen.values())
 
     def tasks_of(self, unit: Unit) -> list[Task]:
-        return [unit.task(name) for name, u in self.heads.items() if u.name == unit.name]
+        return [unit.task(name) for name in self.heads if any(u.name == unit.name for u in self.units_of(name))]
 
     def describe(self) -> dict:
         return {
             "rule": self.rule,
             "crop": self.crop,
             "heads": {t: u.name for t, u in self.heads.items()},
+            **({"ensembles": {t: [u.name for u in us] for t, us in self.members.items()}} if self.members else {}),
             "dropped": dict(self.dropped),
             "notes": list(self.notes),
         }

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from kerasface.export.description import (colour_mode, describe_answers, describe_input, describe_preprocessing,
                                           describe_source)
-from kerasface.export.graph import BYTES_INPUT, EXAMPLES_INPUT, FLOAT_INPUT, ServingGraph
+from kerasface.export.graph import BYTES_INPUT, EXAMPLES_INPUT, FLOAT_INPUT, ServingGraph, serving_graph
 from kerasface.export.run import Run, Selection
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -238,7 +238,7 @@ def export_saved_model(run: Run, selection: Selection, name: str, out: str | Pat
     tmp = base / f".tmp-{version}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    graph = ServingGraph(selection)
+    graph = serving_graph(selection)
     log(f"exporting {', '.join(t.name for t in graph.tasks)} from "
         f"{', '.join(h.unit.name for h in graph.heads)} -> {final}")
     try:
@@ -248,16 +248,18 @@ def export_saved_model(run: Run, selection: Selection, name: str, out: str | Pat
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
-            for record in warmup_records(graph, name, crop_size(graph)):
+            for record in (graph.warmup_requests(name) if graph.photo else warmup_records(graph, name, crop_size(graph))):
                 writer.write(record)
         signatures = {k: {"method_name": v.method_name,
                           "inputs": {n: _tensor_info_json(i) for n, i in v.inputs.items()},
                           "outputs": {n: _tensor_info_json(i) for n, i in v.outputs.items()}}
                       for k, v in sorted(read_signature_defs(tmp).items()) if k != "__saved_model_init_op"}
         description = export_description(graph, run, selection, name, version, signatures)
+        if graph.photo:
+            description.update(graph.input_description())
         write_metadata(tmp, description, run)
         if verify:
-            worst = verify_export(tmp, graph)
+            worst = graph.check_reloaded(tmp) if graph.photo else verify_export(tmp, graph)
             log(f"verified: reloaded serving_default matches Keras (max abs diff {worst:.2g})")
         os.replace(tmp, final)
     except BaseException:

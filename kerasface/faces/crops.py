@@ -26,6 +26,9 @@ class CropScheme:
     fn: CropFn
     description: str = ""
     uses_box: bool = False  # fn accepts box=(x, y, w, h): a detector box replacing the landmarks'
+    # TF twin: (5, 2) landmarks -> the (2, 3) image-to-crop map, so an exported graph can cut this
+    # crop from the whole photo (`crop_tf`); None for schemes without one
+    in_graph: Callable | None = None
 
 
 CROPS: Registry[CropScheme] = Registry("crop scheme")
@@ -37,10 +40,11 @@ def register_crop(
     grayscale: bool = False,
     description: str = "",
     uses_box: bool = False,
+    in_graph: Callable | None = None,
 ):
     def add(fn: CropFn) -> CropFn:
         doc = description or (fn.__doc__ or "").strip()
-        CROPS.register(name)(CropScheme(name, size, grayscale, fn, doc, uses_box))
+        CROPS.register(name)(CropScheme(name, size, grayscale, fn, doc, uses_box, in_graph))
         return fn
 
     return add
@@ -115,6 +119,15 @@ Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 CropResult = tuple[np.ndarray, np.ndarray]  # crop, landmarks in crop pixels
 
 
+def _extent_box(x0, y0, x1, y1, maximum):
+    """The face box of the landmarks' extent (see face_box_from_landmarks); scalar arithmetic only,
+    so NumPy floats and TF scalars go through the same lines (`maximum`: max or tf.maximum)."""
+    u = maximum(maximum(x1 - x0, y1 - y0), 1e-3)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - 0.06 * u
+    w, h = 1.95 * u, 2.5 * u
+    return cx - w / 2.0, cy - h / 2.0, w, h
+
+
 def face_box_from_landmarks(landmarks: np.ndarray) -> Box:
     """An (x, y, width, height) face box from the five landmarks, shaped like MTCNN's boxes.
 
@@ -124,12 +137,8 @@ def face_box_from_landmarks(landmarks: np.ndarray) -> Box:
     skimage's astronaut; its box [181.6, 63.7, 83.0, 107.4] vs this box [181.1, 63.1, 85.1, 109.1].)
     """
     p = np.asarray(landmarks, np.float64)
-    x0, y0 = p.min(0)
-    x1, y1 = p.max(0)
-    u = max(x1 - x0, y1 - y0, 1e-3)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - 0.06 * u
-    w, h = 1.95 * u, 2.5 * u
-    return (float(cx - w / 2.0), float(cy - h / 2.0), float(w), float(h))
+    (x0, y0), (x1, y1) = p.min(0), p.max(0)
+    return tuple(float(v) for v in _extent_box(x0, y0, x1, y1, max))
 
 
 def _face_box(landmarks: np.ndarray, box) -> Box:
@@ -141,39 +150,87 @@ def _face_box(landmarks: np.ndarray, box) -> Box:
     return (x, y, w, h)
 
 
-def _square_window(image, landmarks, left: float, top: float, side: float, out: int):
-    """Resample the square [left, left+side) x [top, top+side) (image pixel edges) to out x out."""
-    scale = out / side
-    # pixel centre p (edge coordinate p + 0.5) -> crop centre q: q + 0.5 = (p + 0.5 - left) * scale
-    shift_x = (0.5 - left) * scale - 0.5
-    shift_y = (0.5 - top) * scale - 0.5
-    matrix = np.array([[scale, 0.0, shift_x], [0.0, scale, shift_y]], np.float64)
-    crop = _align.warp_affine_np(image, matrix, (out, out))
-    return crop, _align.transform_points(matrix, landmarks)
+@dataclass(frozen=True)
+class BoxFraming:
+    """An unaligned square crop of side `side_factor * s` (s = the face box's larger side),
+    centred on the face box horizontally; vertically `anchor` is "centre" (window centre = box
+    centre + offset*s), "bottom" (window bottom = box bottom + offset*s) or "top" (window top = box
+    top + offset*s); resampled to out x out. One map (scale + shift) from image to crop pixels."""
+
+    out: int
+    side_factor: float
+    anchor: str
+    offset: float
+
+    def _matrix_rows(self, x, y, w, h, maximum):
+        s = maximum(w, h)
+        side = self.side_factor * s
+        left = x + w / 2.0 - side / 2.0
+        if self.anchor == "centre":
+            top = y + h / 2.0 + self.offset * s - side / 2.0
+        elif self.anchor == "bottom":
+            top = y + h + self.offset * s - side
+        elif self.anchor == "top":
+            top = y + self.offset * s
+        else:  # pragma: no cover - programming error
+            raise ValueError(self.anchor)
+        scale = self.out / side
+        # pixel centre p (edge coordinate p + 0.5) -> crop centre q: q + 0.5 = (p + 0.5 - left) * scale
+        return scale, (0.5 - left) * scale - 0.5, (0.5 - top) * scale - 0.5
+
+    def crop(self, image, landmarks, box=None) -> CropResult:
+        scale, shift_x, shift_y = self._matrix_rows(*_face_box(landmarks, box), max)
+        matrix = np.array([[scale, 0.0, shift_x], [0.0, scale, shift_y]], np.float64)
+        crop = _align.warp_affine_np(image, matrix, (self.out, self.out))
+        return crop, _align.transform_points(matrix, landmarks)
+
+    def matrix_tf(self, landmarks):
+        """The same map from (5, 2) landmarks in a TF graph (the face box from the landmarks)."""
+        import tensorflow as tf
+
+        p = tf.cast(landmarks, tf.float32)
+        x0, y0 = tf.unstack(tf.reduce_min(p, 0))
+        x1, y1 = tf.unstack(tf.reduce_max(p, 0))
+        scale, shift_x, shift_y = self._matrix_rows(*_extent_box(x0, y0, x1, y1, tf.maximum), tf.maximum)
+        zero = tf.zeros_like(scale)
+        return tf.stack([tf.stack([scale, zero, shift_x]), tf.stack([zero, scale, shift_y])])
 
 
-def _box_crop(image, landmarks, box, out: int, side_factor: float, anchor: str, offset: float):
-    """A square crop of side `side_factor * s` (s = the face box's larger side), centred on the
-    face box horizontally; vertically `anchor` is "centre" (window centre = box centre + offset*s),
-    "bottom" (window bottom = box bottom + offset*s) or "top" (window top = box top + offset*s)."""
-    x, y, w, h = _face_box(landmarks, box)
-    s = max(w, h)
-    side = side_factor * s
-    left = x + w / 2.0 - side / 2.0
-    if anchor == "centre":
-        top = y + h / 2.0 + offset * s - side / 2.0
-    elif anchor == "bottom":
-        top = y + h + offset * s - side
-    elif anchor == "top":
-        top = y + offset * s
-    else:  # pragma: no cover - programming error
-        raise ValueError(anchor)
-    return _square_window(image, landmarks, left, top, side, out)
+@dataclass(frozen=True)
+class AlignedFraming:
+    """An aligned crop: the similarity transform of the five points onto the SphereFace template
+    at `zoom`, with the reference-frame point `centre` at the middle of the output."""
+
+    size: tuple[int, int]
+    zoom: float
+    centre: tuple[float, float]
+
+    def template(self) -> np.ndarray:
+        return _align.template(self.size, zoom=self.zoom, centre=self.centre)
+
+    def crop(self, image, landmarks) -> CropResult:
+        return _align.align_np(image, landmarks, self.size, self.template())
+
+    def matrix_tf(self, landmarks):
+        return _align.similarity_transform_tf(landmarks, self.template())
 
 
-def _aligned(image, landmarks, size, zoom: float, centre: tuple[float, float]):
-    dst = _align.template(size, zoom=zoom, centre=centre)
-    return _align.align_np(image, landmarks, size, dst)
+def crop_tf(name: str, image, landmarks):
+    """TF twin of `apply_crop` without a box (landmarks only), for exported graphs that cut the
+    crop from the whole photo: image HxWxC (uint8 or float in [0, 255]), landmarks (5, 2) ->
+    float32 crop rounded to integers as the uint8 crops of the converter are. Schemes without
+    an in-graph twin (`CropScheme.in_graph`) raise."""
+    import tensorflow as tf
+
+    scheme = CROPS.get(name)
+    if scheme.in_graph is None or scheme.size is None:
+        raise ValueError(f"crop {name}: no in-graph version (CropScheme.in_graph); crops that have one: "
+                         f"{', '.join(n for n in CROPS.names() if CROPS.get(n).in_graph is not None)}")
+    out = _align.warp_affine_tf(image, scheme.in_graph(landmarks), scheme.size)
+    out = tf.clip_by_value(tf.round(out), 0.0, 255.0)
+    if scheme.grayscale:
+        out = tf.round(tf.image.rgb_to_grayscale(out))
+    return out
 
 
 #: Reference-frame point (96x112 SphereFace units) at the middle of the face, forehead to chin.
@@ -181,70 +238,80 @@ FACE_CENTRE = (48.0, 69.0)
 #: Reference-frame point between the mouth and the cheeks.
 MOUTH_CHEEK_CENTRE = (48.0, 92.0)
 
+BKNET_48 = BoxFraming(48, 1.0, "centre", 0.0)
+GNET_SCHEME = {
+    1: AlignedFraming((224, 224), 0.75, FACE_CENTRE),
+    2: BoxFraming(224, 1.3, "centre", 0.0),
+    3: BoxFraming(224, 1.15, "bottom", 0.03),
+    4: BoxFraming(224, 1.7, "top", -0.15),
+    5: AlignedFraming((224, 224), 1.6, MOUTH_CHEEK_CENTRE),
+}
+WANG_112x96 = AlignedFraming((112, 96), 1.0, _align.REFERENCE_CENTRE)
+VGGFACE_224 = GNET_SCHEME[1]
 
-@register_crop("bknet_48_gray", (48, 48), grayscale=True, uses_box=True)
+
+@register_crop("bknet_48_gray", (48, 48), grayscale=True, uses_box=True, in_graph=BKNET_48.matrix_tf)
 def bknet_48_gray(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """sang_bknet: the MTCNN face box made square (side = its larger side, same centre), unaligned,
     resized to 48x48 and converted to grayscale (ITU-R 601 luma)."""
-    return _box_crop(image, landmarks, box, 48, 1.0, "centre", 0.0)
+    return BKNET_48.crop(image, landmarks, box)
 
 
-@register_crop("gnet_aligned_face", (224, 224))
-def gnet_aligned_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@register_crop("gnet_aligned_face", (224, 224), in_graph=GNET_SCHEME[1].matrix_tf)
+def gnet_aligned_face(image: np.ndarray, landmarks: np.ndarray) -> CropResult:
     """gnet_snet scheme 1 (Fig. 3b): whole face, aligned by a similarity transform of the five
     points onto the SphereFace template at zoom 0.75 with the face's middle (reference point
     (48, 69)) at the crop centre: eyes at y~0.38 and mouth at y~0.65 of the height, the whole head
     from the top of the forehead to below the chin, 224x224 RGB. Same geometry as `vggface_224`."""
-    return _aligned(image, landmarks, (224, 224), 0.75, FACE_CENTRE)
+    return GNET_SCHEME[1].crop(image, landmarks)
 
 
-@register_crop("gnet_unaligned_face", (224, 224), uses_box=True)
+@register_crop("gnet_unaligned_face", (224, 224), uses_box=True, in_graph=GNET_SCHEME[2].matrix_tf)
 def gnet_unaligned_face(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """gnet_snet scheme 2 (Fig. 3c): whole face, not aligned (no rotation): a square of 1.3x the
     face box's larger side s, centred on the face box, resized to 224x224 RGB. The face box is the
     detector's if given, else `face_box_from_landmarks`. Frames the face like scheme 1."""
-    return _box_crop(image, landmarks, box, 224, 1.3, "centre", 0.0)
+    return GNET_SCHEME[2].crop(image, landmarks, box)
 
 
-@register_crop("gnet_unaligned_no_neck", (224, 224), uses_box=True)
+@register_crop("gnet_unaligned_no_neck", (224, 224), uses_box=True, in_graph=GNET_SCHEME[3].matrix_tf)
 def gnet_unaligned_no_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """gnet_snet scheme 3 (Fig. 3d): face without neck, not aligned: a square of 1.15s whose bottom
     edge is 0.03s below the face box's bottom (the chin), centred horizontally on the face box;
     the top therefore includes the hair line. 224x224 RGB."""
-    return _box_crop(image, landmarks, box, 224, 1.15, "bottom", 0.03)
+    return GNET_SCHEME[3].crop(image, landmarks, box)
 
 
-@register_crop("gnet_unaligned_with_neck", (224, 224), uses_box=True)
+@register_crop("gnet_unaligned_with_neck", (224, 224), uses_box=True, in_graph=GNET_SCHEME[4].matrix_tf)
 def gnet_unaligned_with_neck(image: np.ndarray, landmarks: np.ndarray, box=None) -> CropResult:
     """gnet_snet scheme 4 (Fig. 3e): face with neck, not aligned: a square of 1.7s whose top edge
     is 0.15s above the face box's top, centred horizontally; it reaches 0.55s below the chin
     (neck and top of the shoulders). 224x224 RGB."""
-    return _box_crop(image, landmarks, box, 224, 1.7, "top", -0.15)
+    return GNET_SCHEME[4].crop(image, landmarks, box)
 
 
-@register_crop("gnet_aligned_mouth_cheek", (224, 224))
+@register_crop("gnet_aligned_mouth_cheek", (224, 224), in_graph=GNET_SCHEME[5].matrix_tf)
 def gnet_aligned_mouth_cheek(image: np.ndarray, landmarks: np.ndarray) -> CropResult:
     """gnet_snet scheme 5 (Fig. 3f): mouth and cheek region, aligned: the SphereFace template at
     zoom 1.6 with reference point (48, 92) (the mouth) at the crop centre; the crop spans
     reference x 13..83 and y 57..127, i.e. from just below the eyes to below the chin and cheek
     to cheek, mouth corners at x~0.29 and ~0.71 of the width. 224x224 RGB."""
-    return _aligned(image, landmarks, (224, 224), 1.6, MOUTH_CHEEK_CENTRE)
+    return GNET_SCHEME[5].crop(image, landmarks)
 
 
-@register_crop("wang_112x96", (112, 96))
-def wang_112x96(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@register_crop("wang_112x96", (112, 96), in_graph=WANG_112x96.matrix_tf)
+def wang_112x96(image: np.ndarray, landmarks: np.ndarray) -> CropResult:
     """wang_joint: 112 high x 96 wide RGB, aligned by a similarity transform onto the SphereFace /
     CenterLoss template exactly (`align.REFERENCE_112x96`), as the paper's [44] code does."""
-    return _aligned(image, landmarks, (112, 96), 1.0, _align.REFERENCE_CENTRE)
+    return WANG_112x96.crop(image, landmarks)
 
 
-@register_crop("vggface_224", (224, 224))
-def vggface_224(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@register_crop("vggface_224", (224, 224), in_graph=VGGFACE_224.matrix_tf)
+def vggface_224(image: np.ndarray, landmarks: np.ndarray) -> CropResult:
     """VGG-Face and flickr_depth: 224x224 RGB aligned whole face, the same geometry as
     `gnet_aligned_face` (SphereFace template at zoom 0.75, face middle (48, 69) at the centre),
     a loose crop like VGG-Face's training faces: the whole head with a margin."""
-    return _aligned(image, landmarks, (224, 224), 0.75, FACE_CENTRE)
-
+    return VGGFACE_224.crop(image, landmarks)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class Crop:
 
     pixels: np.ndarray  # uint8 H x W x C
     to_image: np.ndarray  # 2x3: crop pixels -> image pixels
+    points: np.ndarray | None = None  # the five landmarks in crop pixels (a photo export reads them)
 
 
 def cut_crop(image: np.ndarray, points: np.ndarray, scheme: str) -> Crop:
@@ -36,7 +37,7 @@ def cut_crop(image: np.ndarray, points: np.ndarray, scheme: str) -> Crop:
 
     pixels, in_crop = apply_crop(scheme, image, points)
     forward = fit_affine(points, in_crop)
-    return Crop(pixels, invert_affine(forward))
+    return Crop(pixels, invert_affine(forward), in_crop)
 
 
 def model_inputs(crops: Sequence[np.ndarray], size: tuple[int, int], channels: int) -> np.ndarray:

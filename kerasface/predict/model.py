@@ -78,6 +78,10 @@ class Model:
         """uint8 crops (the model's crop scheme) -> outputs, preprocessed as in training."""
         return self.predict(model_inputs(crops, self.info.input_size, self.info.channels))
 
+    def predict_faces(self, crops: Sequence) -> dict[str, np.ndarray]:
+        """Faces cut by the model's crop scheme (kerasface.predict.geometry.Crop) -> outputs."""
+        return self.predict_crops([c.pixels for c in crops])
+
     def close(self) -> None:
         pass
 

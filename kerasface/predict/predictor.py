@@ -161,7 +161,7 @@ class Predictor:
             for start in range(0, len(rows), self.batch_size):
                 part = rows[start : start + self.batch_size]
                 try:
-                    out = model.predict_crops([cut[j].pixels for j in part])
+                    out = model.predict_faces([cut[j] for j in part])
                     for row, j in enumerate(part):
                         per_face[j][model.name] = interpret_outputs(model, out, row, cut[j], cut[j].pixels.shape[:2])
                 except Exception as exc:  # a model failing on this batch fails these images only

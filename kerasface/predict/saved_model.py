@@ -46,11 +46,15 @@ class SavedModelModel(Model):
         except Exception as exc:
             raise ModelError(f"{where}: cannot read saved_model.pb ({one_line(exc)})") from None
         sig = sigs.get("serving_default")
-        if sig is None or FLOAT_INPUT not in sig.inputs:
-            raise ModelError(f"{where}: no serving_default signature with a float {FLOAT_INPUT!r} input")
-        info = sig.inputs[FLOAT_INPUT]
-        shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
-        check_shape(shape, size, channels, where, "serving_default")
+        # a photo export (kerasface.export.photo) takes the encoded photo and its landmarks
+        self.photo = desc.get("input_mode") == "photo_landmarks"
+        wanted = ("image_bytes", "landmarks") if self.photo else (FLOAT_INPUT,)
+        if sig is None or any(k not in sig.inputs for k in wanted):
+            raise ModelError(f"{where}: no serving_default signature with the input(s) {', '.join(wanted)}")
+        if not self.photo:
+            info = sig.inputs[FLOAT_INPUT]
+            shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
+            check_shape(shape, size, channels, where, "serving_default")
         check_outputs(sig.outputs.keys(), outputs, where)
         try:
             self._loaded = tf.saved_model.load(str(folder))
@@ -64,5 +68,20 @@ class SavedModelModel(Model):
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
+        if self.photo:
+            raise ModelError(f"{self.info.source}: a photo export takes photos and landmarks (predict_faces), "
+                             "not float crops")
         out = self._fn(**{FLOAT_INPUT: tf.constant(x, tf.float32)})
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict_faces(self, crops) -> dict[str, np.ndarray]:
+        if not self.photo:
+            return super().predict_faces(crops)
+        import tensorflow as tf
+
+        from kerasface.data.convert import encode
+
+        # crop "original": each face's whole photo (lossless PNG) with its landmarks
+        out = self._fn(image_bytes=tf.constant([encode(c.pixels, "png", 0) for c in crops]),
+                       landmarks=tf.constant(np.stack([c.points for c in crops]), tf.float32))
         return {k: v.numpy() for k, v in out.items()}

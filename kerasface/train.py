@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from tqdm import tqdm
 
-from kerasface.architectures import build_model, copy_matching_weights, load_trained_model
+from kerasface.architectures import build_model, check_weights, copy_matching_weights, load_trained_model
 from kerasface.cli import run_command
 from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfig, apply_overrides, data_sources,
                               fold_data, read_config, target_key, validate, write_config, write_json)
@@ -715,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = recipe.configure(cfg, args)
         cfg = validate(apply_overrides(cfg, args.set))
         units = plan_units(cfg, args.model, args.attribute, args.crop)
+        for unit in units:
+            check_weights(unit.model)
         if not cfg.demo:  # fail early, saying where each dataset was looked for
             sources = data_sources(cfg.data)
             for source in sources:

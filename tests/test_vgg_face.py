@@ -241,3 +241,16 @@ def test_missing_and_mismatched_files(tmp_path, monkeypatch):
         get("vgg_face")((SIZE, SIZE, 3), weights="vggface", width=WIDTH * 2)
     with pytest.raises(ValueError, match="layer fc6"):  # another input size: pool5 is 3x3, not 2x2
         get("vgg_face")((96, 96, 3), weights="vggface", width=WIDTH)
+
+
+def test_recipe_without_the_weights_fails_before_training_anything(tmp_path, monkeypatch, capsys):
+    from kerasface.train import main
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("KERASFACE_CELEBA", str(tmp_path))
+    run_dir = tmp_path / "run"
+    assert main(["--paper=gnet_snet", "--run-dir", str(run_dir), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "VGG-Face weights not found: no rcmalli_vggface_tf_vgg16.h5 or vgg_face.mat in " in err
+    assert str(tmp_path / "keras" / "models" / "vggface") in err
+    assert not run_dir.exists()

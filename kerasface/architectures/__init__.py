@@ -14,11 +14,20 @@ Conventions every builder follows (the trainer, exporter and tests rely on them)
 from kerasface.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
+# architecture -> resolve(weights) -> local file path, raising FileNotFoundError with one line
+# naming the file and where users get it: checked before a run trains anything
+WEIGHT_FILES: Registry = Registry("pretrained weights resolver")
 
 
 def get(name: str):
     """The builder registered as `name`, e.g. `get("vgg_face")(weights=PATH, include_top=False)`."""
     return ARCHITECTURES.get(name)
+
+
+def check_weights(model) -> None:
+    """Fail now, not hours into a run, when a ModelConfig names pretrained weights that are absent."""
+    if model.weights and model.arch in WEIGHT_FILES:
+        WEIGHT_FILES.get(model.arch)(model.weights)
 
 
 def build_model(model):

@@ -41,7 +41,7 @@ import os
 import keras
 from keras import layers
 
-from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures import ARCHITECTURES, WEIGHT_FILES
 from kerasface.architectures.common import check_heads, task_heads
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -118,6 +118,9 @@ def _conv_bn_relu(x, filters: int, kernel: int, name: str, padding: str = "same"
     x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False, name=name)(x)
     x = layers.BatchNormalization(scale=False, epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+WEIGHT_FILES.register("inception_v3")(imagenet_weights_path)
 
 
 @ARCHITECTURES.register("inception_v3")

@@ -64,7 +64,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from kerasface.architectures import ARCHITECTURES
+from kerasface.architectures import ARCHITECTURES, WEIGHT_FILES
 from kerasface.architectures.common import check_heads, scaled
 
 BLOCKS = ((1, (64, 64)), (2, (128, 128)), (3, (256, 256, 256)), (4, (512, 512, 512)), (5, (512, 512, 512)))
@@ -185,6 +185,9 @@ def resolve_weights(weights: str, with_fc: bool = True) -> Path:
         raise FileNotFoundError(f"VGG-Face weights not found: {path} is missing; {WHERE}; "
                                 f"or pass weights=\"\" for random init")
     return path
+
+
+WEIGHT_FILES.register("vgg_face")(resolve_weights)
 
 
 def _is_mat(path: Path) -> bool:

@@ -7,6 +7,10 @@ Weights:  vgg_face.mat or rcmalli_vggface_tf_vgg16.h5 in $KERAS_HOME/models/vggf
           --set models.gnet_model1.weights=PATH, and the same for snet1_model1, snet2_model1)
 Ablation: python -m kerasface.train --paper=gnet_snet:ablation   (Table 2, five GNet chains, one table)
 Demo:     python -m kerasface.train --paper=gnet_snet:demo       (= --demo; synthetic CelebA and FotW)
+Real faces here: python -m kerasface.train --paper=gnet_snet:mtfl  (MTFL gender/smile, schemes 1/2/3/5, AFLW test)
+Deploy:   python -m kerasface.export saved-model RUN --name faces --photo   (one SavedModel: the photo and its
+          five landmarks in, both SNet crops and GNet's cut in the graph, smile = SNet1 + SNet2 averaged;
+          --export / --demo write it as MODELS/<name>_photo/)
 
 The recipe: one chain of models per net, each step starting from the previous step's weights
 (ModelConfig.init_from, by layer name) with a new last layer (its head has a new name):
@@ -18,7 +22,8 @@ Every step: SGD momentum 0.9, weight decay 5e-4, polynomial decay, batch 120, 11
 lr multipliers 0.1 on conv1_1 ... conv5_3, 0.5 on fc7, 1 on the new layer.
 Nets and crops (kerasface.faces.crops): GNet on scheme 2 (gnet_unaligned_face), SNet1 on scheme 1
 (gnet_aligned_face), SNet2 on scheme 5 (gnet_aligned_mouth_cheek); smile = the mean of SNet1's
-and SNet2's probabilities. Training and validation faces are the ones detected closest to FotW's
+and SNet2's probabilities (PaperConfig.ensembles: evaluated after training from both nets' saved
+predictions, a results.md row of its own; exported by the photo export). Training and validation faces are the ones detected closest to FotW's
 given box (kerasface.data.fotw); prediction keeps the face closest to the image centre.
 
 Paper: FotW validation, challenge score 263.5 (the organisers' code; not computed here). Table 2
@@ -116,13 +121,14 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     """The recipe on the synthetic CelebA- and FotW-format demo sets: VGG-Face at 1/16 width on 64x64
     inputs, random init (no VGG-Face file ships: step 1 is skipped and says so), a few hundred
     steps per model with Adam (SGD at the paper's rates learns nothing from random init in so few
-    steps), the paper's lr multipliers kept."""
+    steps) and without the lr multipliers (0.1 on the convolutions protects pretrained layers;
+    from random init it kept the demo nets at chance)."""
     models = {}
     steps = {"model1": 150, "model2": 100, "model3": 150}
     for key, model in cfg.models.items():
         n = steps[key.rpartition("_")[2]]
-        stages = tuple(dataclasses.replace(s, steps=n, batch_size=32, eval_every=n // 2, optimizer="adam", lr=1e-3)
-                       for s in model.stages)
+        stages = tuple(dataclasses.replace(s, steps=n, batch_size=32, eval_every=n // 2, optimizer="adam", lr=1e-3,
+                                           lr_multipliers=()) for s in model.stages)
         models[key] = dataclasses.replace(model, input_size=64, weights="", stages=stages,
                                           arch_kwargs={**model.arch_kwargs, "width": 1 / 16, "l2": 0.0},
                                           description=f"{model.description.replace('VGG-Face', 'random init')} "

@@ -715,12 +715,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = recipe.configure(cfg, args)
         cfg = validate(apply_overrides(cfg, args.set))
         units = plan_units(cfg, args.model, args.attribute, args.crop)
-        for unit in units:
-            check_weights(unit.model)
         if not cfg.demo:  # fail early, saying where each dataset was looked for
             sources = data_sources(cfg.data)
             for source in sources:
                 DATASETS.get(source.dataset).resolve_root(source.root or (args.data if len(sources) == 1 else None))
+        for unit in units:  # then the pretrained weights, before any conversion or training
+            check_weights(unit.model)
         run_dir = Path(args.run_dir or Path("runs") / (cfg.name + (f"-{cfg.variant}" if cfg.variant else "")))
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
         export_dir = None if args.no_export else args.export or ("models" if cfg.demo else None)

@@ -140,6 +140,9 @@ class ModelConfig:
     # as new heads, keep their fresh initialisation): a model key of the same paper trained earlier
     # in the run (gnet_snet's step-to-step handoff), or a path to a unit folder / .keras file.
     init_from: str = ""
+    # With init_from: this layer and every later one (StageConfig.trainable's "from:" order) keep
+    # their fresh initialisation: flickr_depth re-initialises the layers above a branch point.
+    reinit_from: str = ""
     # Also evaluate the average of the last N evaluation checkpoints of the last stage (BKNet's
     # ensemble of the last 10 epochs: eval_every = one epoch, keep_checkpoints >= N).
     ensemble: int = 0
@@ -333,6 +336,8 @@ def validate(cfg: PaperConfig) -> PaperConfig:
         if model.ensemble and model.stages[-1].keep_checkpoints < model.ensemble:
             raise ValueError(f"{where}.ensemble: averages the last {model.ensemble} checkpoints but the last stage "
                              f"keeps {model.stages[-1].keep_checkpoints} (set its keep_checkpoints)")
+        if model.reinit_from and not model.init_from:
+            raise ValueError(f"{where}.reinit_from: {model.reinit_from!r} needs init_from (the weights below it)")
         keys = list(cfg.models)
         if model.init_from in cfg.models and keys.index(model.init_from) >= keys.index(key):
             raise ValueError(f"{where}.init_from: {model.init_from!r} must come before {key!r} in models "

@@ -343,7 +343,7 @@ class Trainer:
             if previous:
                 tf.train.Checkpoint(model=model).restore(previous).expect_partial()
         elif self.init_from is not None:
-            loaded, kept = copy_matching_weights(load_trained_model(self.init_from), model)
+            loaded, kept = copy_matching_weights(load_trained_model(self.init_from), model, self.unit.model.reinit_from)
             print(f"  initialised {len(loaded)} layers from {self.init_from}"
                   + (f"; new: {', '.join(kept)}" if kept else ""), file=sys.stderr)
         start = int(step.numpy())

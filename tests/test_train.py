@@ -432,6 +432,18 @@ def test_a_stage_trains_on_its_own_sources_and_init_from_copies_matching_layers(
     copied, kept = copy_matching_weights(source, target)
     assert kept == ["head_smile"] and "conv1" in copied and "head_landmarks" in copied
     np.testing.assert_array_equal(target.get_layer("conv1").kernel.numpy(), source.get_layer("conv1").kernel.numpy())
+    # reinit_from: that layer and every later one keep the target's fresh weights (a branch point)
+    names = [layer.name for layer in target.layers]
+    point = next(n for n in names if n.startswith("conv") and n != "conv1")
+    fresh = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in target.layers}
+    copied, kept = copy_matching_weights(source, target, reinit_from=point)
+    later = set(names[names.index(point):])
+    assert "conv1" in copied and point in kept and not later & set(copied)
+    for name in later & set(kept):
+        for before, after in zip(fresh[name], target.get_layer(name).weights):
+            np.testing.assert_array_equal(before, after.numpy())
+    with pytest.raises(ValueError, match="reinit_from='nowhere': no layer of that name"):
+        copy_matching_weights(source, target, reinit_from="nowhere")
 
 
 def test_a_model_starts_from_an_earlier_model_of_the_run(records, tmp_path, capsys):

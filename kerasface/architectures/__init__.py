@@ -52,15 +52,20 @@ def load_trained_model(path):
     return keras.saving.load_model(file, compile=False)
 
 
-def copy_matching_weights(source, target) -> tuple[list[str], list[str]]:
+def copy_matching_weights(source, target, reinit_from: str = "") -> tuple[list[str], list[str]]:
     """Copy the weights of every layer of `target` that `source` has under the same name with the
-    same shapes; returns (copied layer names, layers left as initialised)."""
+    same shapes, except `reinit_from` and the layers after it (target.layers order); returns
+    (copied layer names, layers left as initialised)."""
     copied, kept = [], []
     by_name = {layer.name: layer for layer in source.layers}
+    names = [layer.name for layer in target.layers]
+    if reinit_from and reinit_from not in names:
+        raise ValueError(f"reinit_from={reinit_from!r}: no layer of that name in {target.name}")
+    fresh = set(names[names.index(reinit_from):]) if reinit_from else set()
     for layer in target.layers:
         if not layer.weights:
             continue
-        other = by_name.get(layer.name)
+        other = None if layer.name in fresh else by_name.get(layer.name)
         if other is not None and [w.shape for w in other.weights] == [w.shape for w in layer.weights]:
             layer.set_weights(other.get_weights())
             copied.append(layer.name)

@@ -74,7 +74,7 @@ class TaskConfig:
 
     name: str  # "gender", "smile", "glasses", "pose", "landmarks", "identity", ...
     kind: str = "classification"  # classification, multilabel, regression, landmarks, embedding
-    num_classes: int = 2  # outputs: classes, binary attributes, values (landmarks: 10)
+    num_classes: int = 2  # outputs: classes (0: as many as the data has), binary attributes, values (landmarks: 10)
     loss: str = ""  # classification: "softmax" (default) or "svm" (squared-hinge multi-class SVM)
     label: str = ""  # the record label it learns from (default: `name`; landmarks: the face's points)
     loss_weight: float = 1.0

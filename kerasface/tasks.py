@@ -328,8 +328,10 @@ def validate_task(task, where: str) -> None:
         raise ValueError(f"{where}.kind: unknown head kind {task.kind!r}; known: {', '.join(HEAD_KINDS.names())}")
     if task.loss and task.loss not in kind.losses:
         raise ValueError(f"{where}.loss: {task.kind} takes loss {' or '.join(kind.losses)}, got {task.loss!r}")
-    if task.num_classes < 1:
-        raise ValueError(f"{where}.num_classes: expected a positive number of outputs, got {task.num_classes}")
+    from_data = "class" in kind.label_types  # 0 classes: as many as the data has (the trainer counts them)
+    if task.num_classes < (0 if from_data else 1):
+        raise ValueError(f"{where}.num_classes: expected a positive number of outputs"
+                         f"{' (or 0: as many classes as the data has)' if from_data else ''}, got {task.num_classes}")
     if task.class_weights and task.class_weights != "balanced":
         if not kind.has_classes:
             raise ValueError(f"{where}.class_weights: only classification tasks weight classes ({task.kind} has none)")

@@ -180,6 +180,12 @@ def weighted_tasks(tasks, sources: list[Source]):
     for task in tasks:
         key = target_key(task)
         names = list(labels[key].names) if key in labels else []
+        if task.num_classes == 0:  # as many classes as the data has (identities: thousands)
+            count = len(names) or (labels[key].count if key in labels else 0)
+            if count < 2:
+                raise ValueError(f"task {task.name}: num_classes 0 takes the class count from label {key!r}, "
+                                 f"but the data gives {count}")
+            task = dataclasses.replace(task, num_classes=count)
         if head_kind(task.kind).has_classes and names:
             counts = train_class_counts(sources, key)
             weights = balanced_class_weights(counts) if task.class_weights == "balanced" else task.class_weights
@@ -233,6 +239,7 @@ class Trainer:
         self.progress = progress
         self.sources = as_sources(records)
         self.tasks = weighted_tasks(unit.model.tasks, self.sources)
+        self.unit = unit = dataclasses.replace(unit, model=dataclasses.replace(unit.model, tasks=self.tasks))
         self.all_sources = all_sources or {s.name: s for s in self.sources}
         self.label_names = {name: list(spec.names) for name, spec in union_labels(self.sources).items()}
         self.train_records = epoch_records(self.data, self.sources)
@@ -628,6 +635,7 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         unit_dir.mkdir(parents=True, exist_ok=True)
         model = trainer.run()
         model.save(unit_dir / "model.keras")
+        unit = trainer.unit  # its tasks as trained (class counts taken from the data)
         record = unit_record(unit, records[unit.crop], trainer.label_names)
         record["train_seconds"] = round(time.perf_counter() - started, 1)
         record["history"] = trainer.history

@@ -528,3 +528,19 @@ def test_k_fold_units_report_mean_and_std_and_a_checkpoint_ensemble_averages_pro
     expected = float(np.mean(np.mean(probs, 0).argmax(-1)[keep] == labels[keep]))
     assert folds[0]["ensemble"]["size"] == 2
     assert folds[0]["ensemble"]["test"]["smile"]["accuracy"] == pytest.approx(expected)
+
+
+def test_num_classes_zero_takes_the_class_count_from_the_data(records, tmp_path):
+    paper = tiny_paper(records)
+    model = dataclasses.replace(paper.models["tiny"], tasks=(TaskConfig("pose", num_classes=0),))
+    paper = dataclasses.replace(paper, models={"tiny": model})
+    from kerasface.config import validate
+
+    validate(paper)
+    trainer = Trainer(plan_units(paper)[0], paper, records, tmp_path, tf.distribute.MirroredStrategy(["/cpu:0"]),
+                      progress=False)
+    assert trainer.unit.model.tasks[0].num_classes == 5  # MTFL's five poses
+    assert trainer.model.get_layer("head_pose").units == 5
+    with pytest.raises(ValueError, match="num_classes: expected a positive number of outputs, got 0"):
+        validate(dataclasses.replace(paper, models={"tiny": dataclasses.replace(
+            model, tasks=(TaskConfig("landmarks", kind="landmarks", num_classes=0),))}))

@@ -174,6 +174,9 @@ class PaperConfig:
     # The attributes of the run's photo export (kerasface.export.photo: the photo and its landmarks
     # in, each model's crop cut in the graph, ensembles averaged); empty: no photo export.
     photo_tasks: tuple[str, ...] = ()
+    # Results laid out as the paper's tables (kerasface.grids): title -> {model key: (row, column)},
+    # e.g. flickr_depth's Table 3, accuracy per branch point and attribute.
+    grids: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
     variant: str = ""  # the named variant of the recipe ("" = the paper's settings)
 
 
@@ -351,6 +354,10 @@ def validate(cfg: PaperConfig) -> PaperConfig:
                 raise ValueError(f"ensembles.{name}: no model {member!r}; models: {', '.join(cfg.models)}")
             if task not in {t.name for t in model.tasks}:
                 raise ValueError(f"ensembles.{name}: model {member!r} has no task {task!r}")
+    for title, cells in cfg.grids.items():
+        for member in cells:
+            if member not in cfg.models:
+                raise ValueError(f"grids.{title}: no model {member!r}; models: {', '.join(cfg.models)}")
     return cfg
 
 

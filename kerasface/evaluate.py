@@ -18,6 +18,7 @@ import numpy as np
 from kerasface.config import PaperConfig, TaskConfig, fold_data, read_config, target_key, write_json
 from kerasface.data.pipeline import read_manifest
 from kerasface.data.convert import describe_balance
+from kerasface.grids import write_grids
 from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
 
 
@@ -343,8 +344,8 @@ def write_reports(run_dir: Path) -> dict:
                 cells = [_cell(kind, record[f"{split}{suffix}_metrics"].get(name)) for split in splits]
                 rows.append((record["model_key"], record["crop"], name + label, *cells,
                              str(paper) if paper is not None else "—", _detail(kind, record, splits, suffix, name)))
-    for group, records in sorted(folds.items()):
-        first = records[0]
+    for group, fold_records in sorted(folds.items()):
+        first = fold_records[0]
         summary = {}
         variants = [("", "")] + ([("_ensemble", f", ensemble of {first['ensemble_size']}")]
                                  if first.get("ensemble_size") else [])
@@ -352,12 +353,12 @@ def write_reports(run_dir: Path) -> dict:
             name = task["name"]
             paper = reported_for(cfg, first["model_key"], name, first["crop"])
             for suffix, label in variants:
-                cells = [_cv_cell([r.get(f"{split}{suffix}_metrics", {}).get(name) for r in records])
+                cells = [_cv_cell([r.get(f"{split}{suffix}_metrics", {}).get(name) for r in fold_records])
                          for split in split_names]
-                summary[name + suffix] = {split: [headline(r[f"{split}{suffix}_metrics"][name]) for r in records
+                summary[name + suffix] = {split: [headline(r[f"{split}{suffix}_metrics"][name]) for r in fold_records
                                                   if r.get(f"{split}{suffix}_metrics", {}).get(name, {}).get("count", 1)]
                                           for split in split_names}
-                rows.append((first["model_key"], first["crop"], f"{name} ({len(records)}-fold{label})", *cells,
+                rows.append((first["model_key"], first["crop"], f"{name} ({len(fold_records)}-fold{label})", *cells,
                              str(paper) if paper is not None else "—", ""))
         metrics["cross_validation"][group] = summary
     split_names = split_names or ["val", "test"]
@@ -372,6 +373,7 @@ def write_reports(run_dir: Path) -> dict:
                      f"not trained: {reason.split('. ')[0]}", str(paper) if paper is not None else "—", ""))
     metrics["skipped"] = skipped
     metrics["class_balance"] = run_class_balance(run_dir)
+    metrics["grids"], grids_text = write_grids(cfg, records, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     # several sources: the table shows each source's splits (the pooled ones stay in metrics.json)
     shown = [i for i, n in enumerate(split_names) if "/" in n] or list(range(len(split_names)))
@@ -381,6 +383,8 @@ def write_reports(run_dir: Path) -> dict:
     header = ("model", "crop", "attribute", *split_names[:-1], f"{last} (ours)", "paper", f"{last} detail")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if grids_text:
+        lines += ["", grids_text]
     note = ("\n\nDemo run on synthetic faces: these numbers prove the pipeline learns, nothing about real faces; "
             "the paper column is for the real data.\n" if cfg.demo else "\n")
     balance = [f"- {source} {line}" for source, labels in metrics["class_balance"].items()

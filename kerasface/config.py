@@ -32,6 +32,9 @@ class SourceConfig:
     options: dict[str, str] = field(default_factory=dict)
     cropped: str = "auto"
     which_face: str = "centre"
+    # the dataset's synthetic demo copy even outside --demo: flickr_depth:real_here trains its
+    # trunk on demo identities (no identity set of real faces here) beside real attribute data
+    synthetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,13 @@ class PaperConfig:
     # Results laid out as the paper's tables (kerasface.grids): title -> {model key: (row, column)},
     # e.g. flickr_depth's Table 3, accuracy per branch point and attribute.
     grids: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    # One production model assembled after training (kerasface.branching): task -> candidate model
+    # keys, each trained from the same trunk (init_from) and re-initialised from its own branch
+    # point (reinit_from); the candidate best on validation gives the task's branch.
+    branches: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A dataset of face pairs (DATASETS key, "lfw") on which the embedding of the production model
+    # (or of the model with an embedding task) is verified after training (kerasface.verify).
+    verification: str = ""
     variant: str = ""  # the named variant of the recipe ("" = the paper's settings)
 
 
@@ -354,6 +364,18 @@ def validate(cfg: PaperConfig) -> PaperConfig:
                 raise ValueError(f"ensembles.{name}: no model {member!r}; models: {', '.join(cfg.models)}")
             if task not in {t.name for t in model.tasks}:
                 raise ValueError(f"ensembles.{name}: model {member!r} has no task {task!r}")
+    trunks = {}
+    for task, candidates in cfg.branches.items():
+        for member in candidates:
+            model = cfg.models.get(member)
+            if model is None:
+                raise ValueError(f"branches.{task}: no model {member!r}; models: {', '.join(cfg.models)}")
+            if task not in {t.name for t in model.tasks} or not model.init_from:
+                raise ValueError(f"branches.{task}: model {member!r} must have task {task!r} and start from the "
+                                 f"trunk (init_from)")
+            trunks.setdefault(model.init_from, member)
+    if len(trunks) > 1:
+        raise ValueError(f"branches: every candidate must start from one trunk; got {', '.join(trunks)}")
     for title, cells in cfg.grids.items():
         for member in cells:
             if member not in cfg.models:

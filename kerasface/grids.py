@@ -14,10 +14,21 @@ from pathlib import Path
 from kerasface.config import PaperConfig
 
 
+def test_split(record: dict, task: str) -> str:
+    """The split a grid cell shows: the last evaluated split labelled for the task, a test split
+    when there is one (a unit is evaluated on every source; only its task's source counts)."""
+    from kerasface.evaluate import evaluated_splits
+
+    labelled = [s for s in evaluated_splits(record)
+                if record[f"{s}_metrics"].get(task, {}).get("count", 1) and task in record[f"{s}_metrics"]]
+    tests = [s for s in labelled if "test" in s.rpartition("/")[2]]
+    return (tests or labelled or [""])[-1]
+
+
 def grid_cells(cfg: PaperConfig, records: list[dict]) -> dict[str, dict]:
     """{grid: {"split", "rows", "columns", "ours": {row: {column: value}}, "paper": {...}}} from the
-    units' records (unit.json), each on its last evaluation split (its own dataset's test split:
-    the columns of a grid may come from different datasets); a cell not evaluated is missing."""
+    units' records (unit.json), each on its task's test split (test_split: the columns of a grid
+    may come from different datasets); a cell not evaluated is missing."""
     from kerasface.evaluate import evaluated_splits, headline, reported_for
 
     by_key = {r["model_key"]: r for r in records if r.get("fold") is None and evaluated_splits(r)}
@@ -29,8 +40,8 @@ def grid_cells(cfg: PaperConfig, records: list[dict]) -> dict[str, dict]:
         for model_key, (row, column) in cells.items():
             record = by_key.get(model_key)
             task = cfg.models[model_key].tasks[0].name
-            split = evaluated_splits(record)[-1] if record is not None else ""
-            if split and task in record[f"{split}_metrics"]:
+            split = test_split(record, task) if record is not None else ""
+            if split:
                 ours.setdefault(row, {})[column] = headline(record[f"{split}_metrics"][task])
                 splits.append(split)
             reported = reported_for(cfg, model_key, task, "*")

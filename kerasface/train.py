@@ -545,7 +545,7 @@ def unit_sources(paper: PaperConfig, crop: str, data_root: str | None, records_r
     """Converted `sources` (default: the paper's data sources) at `crop`, converted on first use."""
     converted = []
     for source in data_sources(paper.data) if sources is None else sources:
-        folder = ensure_records(paper, source, crop, data_root, records_root, paper.demo)
+        folder = ensure_records(paper, source, crop, data_root, records_root, paper.demo or source.synthetic)
         converted.append(Source(source.dataset, folder.resolve(), source.weight, source.tasks))
     return converted
 

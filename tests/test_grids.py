@@ -41,3 +41,13 @@ def test_a_grid_naming_an_unknown_model_is_a_config_error():
     bad = PaperConfig(name="grid", models=cfg.models, grids={"T": {"nope": ("a", "b")}})
     with pytest.raises(ValueError, match="grids.T: no model 'nope'"):
         validate(bad)
+
+
+def test_a_cell_shows_the_last_test_split_labelled_for_its_task():
+    from kerasface.grids import test_split
+
+    rec = {"evaluated": ["val", "test", "fer2013/val", "fer2013/public_test", "mtfl/val", "mtfl/test"],
+           **{f"{s}_metrics": {"gender": {"accuracy": 0.5, "count": 0 if "fer" in s else 10}}
+              for s in ["val", "test", "fer2013/val", "fer2013/public_test", "mtfl/val", "mtfl/test"]}}
+    assert test_split(rec, "gender") == "mtfl/test"
+    assert test_split(rec, "emotion") == ""

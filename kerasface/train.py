@@ -43,6 +43,7 @@ from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
 from kerasface.inference import ensemble_functions, inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
 from kerasface.papers import PAPERS, paper_config
+from kerasface.production import assemble_production
 from kerasface.tasks import balanced_class_weights, head_kind
 
 AUX_LOSS_WEIGHT = 0.4  # TF-slim InceptionV3 auxiliary head
@@ -644,7 +645,14 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         # on workers too: it marks the unit done for a rerun
         evaluate_unit(trainer.forward, unit_dir, cfg, ensemble=ensemble_functions(unit.model, unit_dir))
     write_json(run_dir / "skipped.json", skipped)
-    return write_reports(run_dir) if chief else {}
+    if not chief:
+        return {}
+    if cfg.branches:
+        try:
+            assemble_production(run_dir, cfg)
+        except ValueError as exc:  # some branch candidates were not trained in this run (--model)
+            print(f"production model not assembled: {exc}", file=sys.stderr)
+    return write_reports(run_dir)
 
 
 def export_run(run_dir: Path, models_dir: Path, name: str) -> None:

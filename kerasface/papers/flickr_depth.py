@@ -50,10 +50,10 @@ from kerasface.papers import register_paper
 
 CROP = "vggface_224"
 POINTS = ("conv17", "conv19", "conv21", "conv22", "conv_bn320", "fc")
-# task -> (its source, classes)
-TASKS = {"gender": (SourceConfig("mtfl", tasks=("gender",)), 2), "smile": (SourceConfig("mtfl", tasks=("smile",)), 2),
-         "emotion": (SourceConfig("fer2013", tasks=("emotion",)), 7)}
+# task -> (the dataset it trains on, classes)
+TASKS = {"gender": ("mtfl", 2), "smile": ("mtfl", 2), "emotion": ("fer2013", 7)}
 IDENTITIES = (SourceConfig("identity_folders"),)
+SOURCES = IDENTITIES + (SourceConfig("mtfl", tasks=("gender", "smile")), SourceConfig("fer2013", tasks=("emotion",)))
 # Fig. 3 (validation accuracy after convergence); smile is not in the paper
 PAPER_GRID = {"emotion": (0.44, 0.68, 0.30, 0.34, 0.42, 0.44), "gender": (0.98, 0.94, 0.98, 0.95, 0.97, 0.99)}
 
@@ -64,19 +64,19 @@ def identity_stage(steps: int = 60_000) -> StageConfig:
                        eval_every=5000, sources=IDENTITIES)
 
 
-def branch_stage(point: str, source: SourceConfig, steps: int = 15_000) -> StageConfig:
+def branch_stage(point: str, dataset: str, steps: int = 15_000) -> StageConfig:
     return StageConfig(name="branch", optimizer="sgd", momentum=0.9, lr=0.01, schedule="step", decay_rate=0.25,
                        boundaries=tuple(range(5000, steps, 5000)), batch_size=128, steps=steps, eval_every=1000,
-                       trainable="new_layers" if point == "fc" else f"from:{point}", sources=(source,))
+                       trainable="new_layers" if point == "fc" else f"from:{point}", sources=(SourceConfig(dataset),))
 
 
 def grid_models(base: ModelConfig, tasks=TASKS, points=POINTS) -> dict[str, ModelConfig]:
     models = {}
-    for task, (source, classes) in tasks.items():
+    for task, (dataset, classes) in tasks.items():
         for point in points:
             models[f"{task}_{point}"] = dataclasses.replace(
                 base, tasks=(TaskConfig(task, num_classes=classes),), init_from="identity",
-                reinit_from="" if point == "fc" else point, stages=(branch_stage(point, source),),
+                reinit_from="" if point == "fc" else point, stages=(branch_stage(point, dataset),),
                 description=f"{task} branching at {point}: identity weights below it frozen, "
                             f"{'a new softmax' if point == 'fc' else f'{point} and above re-initialised'}")
     return models
@@ -90,8 +90,7 @@ def flickr_depth() -> PaperConfig:
     models = {"identity": identity, **grid_models(base)}
     augment = AugmentConfig(flip=True, max_shift=0.02, min_scale=0.98, max_scale=1.02, max_rotation=0.0,
                             brightness=0.0, contrast=0.0)
-    sources = IDENTITIES + tuple(dict.fromkeys(s for s, _ in TASKS.values()))
-    data = DataConfig(dataset="identity_folders", crop=CROP, sources=sources, augment=augment, cache=False)
+    data = DataConfig(dataset="identity_folders", crop=CROP, sources=SOURCES, augment=augment)
     reported = {f"{task}_{point}/{task}/*": value for task, values in PAPER_GRID.items()
                 for point, value in zip(POINTS, values)}
     return PaperConfig(

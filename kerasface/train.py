@@ -43,7 +43,7 @@ from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
 from kerasface.inference import ensemble_functions, inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
 from kerasface.papers import PAPERS, paper_config
-from kerasface.production import assemble_production
+from kerasface.production import PRODUCTION, assemble_production
 from kerasface.tasks import balanced_class_weights, head_kind
 
 AUX_LOSS_WEIGHT = 0.4  # TF-slim InceptionV3 auxiliary head
@@ -661,10 +661,13 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> None:
     MODELS_DIR/NAME_photo/<version>/ when the recipe has photo_tasks."""
     from kerasface.export.__main__ import main as export_main
 
-    commands = [["saved-model", str(run_dir), "--name", name, "--out", str(models_dir)],
-                ["tflite", str(run_dir), "--quant", "none", "--out", str(models_dir / f"{name}.tflite")],
-                ["tflite", str(run_dir), "--quant", "int8", "--out", str(models_dir / f"{name}-int8.tflite")]]
-    if read_config(run_dir / "config.json").photo_tasks:  # and the one-photo deployable (kerasface.export.photo)
+    cfg = read_config(run_dir / "config.json")
+    # a branching recipe deploys its production model alone: every task and the embedding in one pass
+    only = ["--model", PRODUCTION] if cfg.branches and any((run_dir / "models").glob(f"{PRODUCTION}-*/model.keras")) else []
+    commands = [["saved-model", str(run_dir), "--name", name, "--out", str(models_dir), *only],
+                ["tflite", str(run_dir), "--quant", "none", "--out", str(models_dir / f"{name}.tflite"), *only],
+                ["tflite", str(run_dir), "--quant", "int8", "--out", str(models_dir / f"{name}-int8.tflite"), *only]]
+    if cfg.photo_tasks:  # and the one-photo deployable (kerasface.export.photo)
         commands.append(["saved-model", str(run_dir), "--name", f"{name}_photo", "--out", str(models_dir), "--photo"])
     for command in commands:
         print(f"python -m kerasface.export {' '.join(command)}", file=sys.stderr)

@@ -254,6 +254,29 @@ def test_bknet_full_size_count():
     assert total == pytest.approx(0.01 * sum(float((k.numpy() ** 2).sum()) for k in kernels), rel=1e-4)
 
 
+def test_flickr_resnet_full_size_count_and_multiply_adds():
+    from kerasface.architectures.common import multiply_adds
+    from kerasface.architectures.flickr_resnet import MODULES
+
+    # every conv without bias, then BN; a module: 1x1 reduce, 3x3 expand, a 1x1 shortcut when it
+    # changes the size or the filters
+    convs = [(7, 3, 32), (3, 32, 64)]
+    cin = 64
+    for _, reduce, expand, stride in MODULES:
+        convs += [(1, cin, reduce), (3, reduce, expand)] + ([(1, cin, expand)] if stride > 1 or cin != expand else [])
+        cin = expand
+    assert len(convs) - 3 == 24  # the paper counts 24 without the 3 shortcut convolutions
+    trunk = sum(conv(k, a, b, bias=False) + bn(b) for k, a, b in convs) + 512 * 320 + bn(320)
+    assert trunk == 5_313_888
+    model = ARCHITECTURES.get("flickr_resnet")((224, 224, 3), {"identity": 10_000})
+    assert model.count_params() == trunk + dense(320, 10_000) == 8_523_888
+    assert multiply_adds(model) == 865_186_816  # the paper: 0.9 GFLOPs (multiply-adds)
+    names = {layer.name for layer in model.layers}
+    assert {"conv17", "conv19", "conv21", "conv22", "conv_bn320", "fc", "features"} <= names
+    assert model.get_layer("features").output.shape[1:] == (320,)
+    assert model.get_layer("conv22").output.shape[1:] == (7, 7, 512)
+
+
 @pytest.mark.parametrize("name", ["cascade_cnn", "tcdcn"])
 def test_batch_norm_option(name):
     cfg = tiny_config(name)

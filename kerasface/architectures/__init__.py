@@ -73,4 +73,4 @@ def copy_matching_weights(source, target, reinit_from: str = "") -> tuple[list[s
             kept.append(layer.name)
     return copied, kept
 
-from kerasface.architectures import bknet, cascade_cnn, inception, tcdcn, vgg_face  # noqa: E402,F401  (registration)
+from kerasface.architectures import bknet, cascade_cnn, flickr_resnet, inception, tcdcn, vgg_face  # noqa: E402,F401,E501

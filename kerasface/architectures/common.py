@@ -25,3 +25,22 @@ def task_heads(features, heads: dict[str, int]) -> dict:
     """One Dense output per task, named head_<task>. The heads compute in float32 even under a
     mixed_float16 policy, so logits, losses and exported outputs keep full precision."""
     return {task: layers.Dense(units, dtype="float32", name=f"head_{task}")(features) for task, units in heads.items()}
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one image through `model`'s convolutions and fully connected layers (the
+    figure papers quote as "FLOPs"; TensorFlow's profiler counts 2 per multiply-add), from the
+    layers' shapes: exact for Conv2D, DepthwiseConv2D and Dense; batch norm, pooling and
+    activations are not counted."""
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, layers.DepthwiseConv2D):
+            out = layer.output.shape
+            total += out[1] * out[2] * out[3] * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, layers.Conv2D):
+            out = layer.output.shape
+            cin = layer.input.shape[-1]
+            total += out[1] * out[2] * out[3] * layer.kernel_size[0] * layer.kernel_size[1] * cin // layer.groups
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)

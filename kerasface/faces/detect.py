@@ -32,10 +32,13 @@ Behaviour at the edges
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -261,6 +264,31 @@ def detect_faces(
         stage_thresholds=stage_thresholds,
         max_side=max_side,
     )[0]
+
+
+def detect_faces_cached(image: np.ndarray, source: Path | None, cache_dir: str | os.PathLike | None,
+                        **detect_kwargs) -> list[Face]:
+    """`detect_faces` of an image read from the file `source`, remembered in `cache_dir` (one JSON
+    per file, keyed by its path, size, mtime and the detector settings): converting one dataset at
+    several crops, or again after a change, detects each photo once. No cache_dir or source: no
+    cache. A cache entry that cannot be read is detected again."""
+    if not cache_dir or source is None:
+        return detect_faces(image, **detect_kwargs)
+    stat = Path(source).stat()
+    key = f"{Path(source).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(detect_kwargs.items())}"
+    file = Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()}.json"
+    try:
+        return [Face(tuple(f["box"]), float(f["score"]), tuple(tuple(p) for p in f["landmarks"]))
+                for f in json.loads(file.read_text())]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    faces = detect_faces(image, **detect_kwargs)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp")  # workers write side by side, then rename
+    tmp.write_text(json.dumps([{"box": list(map(float, f.box)), "score": float(f.score),
+                                "landmarks": [list(map(float, p)) for p in f.landmarks]} for f in faces]))
+    tmp.replace(file)
+    return faces
 
 
 def detect_faces_batch(

@@ -110,7 +110,7 @@ def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 
 
 
 def _locate(candidate: Path) -> Path | None:
-    for folder in (candidate, candidate / "CASIA-WebFace"):
+    for folder in (candidate / "CASIA-WebFace", candidate):  # the release folder inside, else the tree itself
         if folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
             return folder
     return None

@@ -403,3 +403,64 @@ def test_verify_command_end_to_end_with_a_fake_model(tmp_path, monkeypatch, caps
     assert Image.open(roc).size[0] > 100
     assert verify.main(["models/fake", "--lfw", str(tmp_path / "nowhere")]) == 2
     assert "no pairs file" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def embedding_run(tmp_path_factory):
+    """A run folder trained by kerasface's trainer (2 steps): one tiny model with an identity
+    embedding head on the vggface_224 crop."""
+    import tensorflow as tf
+
+    import run_fixture
+    from kerasface.architectures import ARCHITECTURES
+    from kerasface.config import DataConfig, ModelConfig, PaperConfig, StageConfig, TaskConfig
+    from kerasface.data.tfrecord import LabelSpec
+    from kerasface.train import plan_units, train_paper
+    from records_fixture import write_source
+
+    if run_fixture.FIXTURE_ARCH not in ARCHITECTURES:
+        ARCHITECTURES.register(run_fixture.FIXTURE_ARCH)(run_fixture.build_fixture_model)
+    base = tmp_path_factory.mktemp("embedding_run")
+    rows = lambda n: [{"identity": i % 4} for i in range(n)]  # noqa: E731
+    write_source(base / "tfrecords" / "vggface_224", {"identity": LabelSpec("identity", (), count=4)},
+                 {"train": rows(16), "val": rows(8)}, value=90)
+    model = ModelConfig(arch=run_fixture.FIXTURE_ARCH, input_size=32,
+                        tasks=(TaskConfig("identity", kind="embedding", num_classes=4),),
+                        stages=(StageConfig(optimizer="adam", lr=1e-3, batch_size=8, steps=2, eval_every=2),))
+    paper = PaperConfig(name="emb", data=DataConfig(tfrecords=str(base / "tfrecords"), cache=False, augment=None,
+                                                    deterministic=True),
+                        crops=("vggface_224",), models={"m": model}, demo=True)
+    run = base / "run"
+    train_paper(paper, run, plan_units(paper), None, progress=False, strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
+    return run
+
+
+def test_verify_a_real_exported_model_from_its_run_folder(embedding_run, tmp_path, capsys):
+    from kerasface.verify import main, model_embedder, verify_lfw
+
+    root = write_demo_lfw(tmp_path / "LFW", num_identities=20, per_identity=2, pairs_per_fold=2, size=96, seed=0)
+    embed = model_embedder(embedding_run)  # a run folder: exported to a temporary SavedModel first
+    try:
+        assert embed.output == "identity" and embed.model.info.crop == "vggface_224"
+        report = verify_lfw(embed, root)
+        failed = {f["path"] for f in report["failed_images"]}
+        used = next(rel for p in read_pairs(root / "pairs.txt")[0] for rel in p.images if rel not in failed)
+        first, second = embed([root / "lfw" / used] * 2)  # the L2-normalised 32-d features, reproducibly
+        assert first.shape == (32,) and np.linalg.norm(first) == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_array_equal(first, second)
+    finally:
+        embed.close()
+    assert all(f["reason"] == "no face found" for f in report["failed_images"])
+    pairs = [p for fold in read_pairs(root / "pairs.txt") for p in fold]
+    assert report["images"]["total"] == len({rel for p in pairs for rel in p.images})
+    assert report["images"]["used"] + report["images"]["failed"] == report["images"]["total"]
+    assert report["pairs"]["excluded"] == sum(1 for p in pairs if failed & set(p.images))
+    assert report["pairs"]["used"] + report["pairs"]["excluded"] == 40 and report["pairs"]["used"] > 0
+    assert 0.0 <= report["accuracy"] <= 1.0 and len(report["folds"]) == 10
+    out = tmp_path / "lfw.json"  # the command on the run folder gives the same report
+    assert main([str(embedding_run), "--lfw", str(root), "--json", str(out), "--no-progress"]) == 0
+    written = json.loads(out.read_text())
+    assert written["accuracy"] == pytest.approx(report["accuracy"]) and written["pairs"] == report["pairs"]
+    assert written["thresholds"] == pytest.approx(report["thresholds"])
+    assert "LFW verification:" in capsys.readouterr().out
+    assert (tmp_path / "lfw.roc.png").is_file()

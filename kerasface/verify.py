@@ -239,8 +239,8 @@ def plot_roc(report: dict, path: str | os.PathLike, title: str = "LFW") -> Path:
 
 
 def summary_lines(report: dict) -> list[str]:
-    lines = [f"LFW verification: {100 * report['accuracy']:.2f}% +- {100 * report['std']:.2f} "
-             f"over {len(report['folds'])} folds (AUC {report['auc']:.4f})"]
+    lines = [(f"LFW verification: {100 * report['accuracy']:.2f}% +- {100 * report['std']:.2f} "
+              f"over {len(report['folds'])} folds (AUC {report['auc']:.4f})")]
     for fold in report["folds"]:
         accuracy = "    n/a" if fold["accuracy"] is None else f"{100 * fold['accuracy']:6.2f}%"
         threshold = "n/a" if fold["threshold"] is None else f"{fold['threshold']:.4f}"

@@ -58,7 +58,7 @@ def test_identity_folders_labels_and_identity_level_split(tmp_path):
             by[split].setdefault(folder, []).append(face.path)
     assert {k: len(v) for k, v in by["train"].items()} == {"0000045": 5, "0000099": 4, "0000100": 7}
     assert {k: len(v) for k, v in by["val"].items()} == {"0000045": 5, "0000100": 5}  # 4 < 2 x 5: all train
-    assert all(not p.endswith(("notes.txt", ".hidden.jpg")) for faces in splits.values() for p in map(lambda f: f.path, faces))
+    assert all(not f.path.endswith(("notes.txt", ".hidden.jpg")) for faces in splits.values() for f in faces)
     assert set(by["train"]["0000045"]).isdisjoint(by["val"]["0000045"])
     again = spec.splits(root, 0.2, seed=3)
     other = spec.splits(root, 0.2, seed=4)
@@ -421,7 +421,7 @@ def embedding_run(tmp_path_factory):
     if run_fixture.FIXTURE_ARCH not in ARCHITECTURES:
         ARCHITECTURES.register(run_fixture.FIXTURE_ARCH)(run_fixture.build_fixture_model)
     base = tmp_path_factory.mktemp("embedding_run")
-    rows = lambda n: [{"identity": i % 4} for i in range(n)]  # noqa: E731
+    rows = lambda n: [{"identity": i % 4} for i in range(n)]
     write_source(base / "tfrecords" / "vggface_224", {"identity": LabelSpec("identity", (), count=4)},
                  {"train": rows(16), "val": rows(8)}, value=90)
     model = ModelConfig(arch=run_fixture.FIXTURE_ARCH, input_size=32,

@@ -45,6 +45,7 @@ def test_identity_folders_labels_and_identity_level_split(tmp_path):
     spec = DATASETS.get("identity_folders")
     assert spec.resolve_root(tmp_path) == root  # the folder inside
     assert spec.is_cropped(root)
+    assert spec.label_specs["identity"].type == "identity"  # known before any tree is read (config checks)
     labels = spec.label_specs_for(root)
     assert labels["identity"].type == "identity"
     assert labels["identity"].names == ("0000045", "0000099", "0000100") and labels["identity"].count == 3

@@ -40,6 +40,10 @@ from kerasface.data.own_data import IMAGE_SUFFIXES
 
 ENV_VAR = "KERASFACE_IDENTITY_FOLDERS"
 LABEL = "identity"
+CASIA_IDENTITIES = 10575
+# The label every tree has, before any tree is read (config checks): its names and count come from
+# the tree itself (labels_of); the count here is CASIA-WebFace's.
+LABELS = {LABEL: {"type": "identity", "count": CASIA_IDENTITIES}}
 DEFAULT_VAL_PER_IDENTITY = 5
 OPTIONS = {"val_per_identity": f"validation images kept per identity (default {DEFAULT_VAL_PER_IDENTITY}); "
                                "identities with fewer than twice as many go all to training"}
@@ -176,7 +180,7 @@ DATASETS.register("identity_folders")(
     DatasetSpec(
         name="identity_folders",
         env_var=ENV_VAR,
-        labels={},
+        labels=LABELS,
         resolve_root=resolve_root,
         read_splits=read_splits,
         source_files=lambda root: [],

@@ -35,6 +35,9 @@ from kerasface.data.identity_folders import identity_label, save_jpeg
 ENV_VAR = "KERASFACE_LFW"
 PAIRS, PEOPLE, IMAGES = "pairs.txt", "people.txt", "lfw"
 LABEL = "identity"
+PEOPLE_COUNT = 5749
+# before a copy is read (config checks); a copy's names and count come from its folders (labels_of)
+LABELS = {LABEL: {"type": "identity", "count": PEOPLE_COUNT}}
 _IMAGE_NAME = re.compile(r"^(?P<name>.+)_(?P<number>\d{4})\.jpg$")
 
 
@@ -272,7 +275,7 @@ DATASETS.register("lfw")(
     DatasetSpec(
         name="lfw",
         env_var=ENV_VAR,
-        labels={},
+        labels=LABELS,
         resolve_root=resolve_root,
         read_splits=read_splits,
         source_files=source_files,

@@ -23,12 +23,13 @@ the AUC and what was skipped. Writes the ROC curve over all pairs as a PNG (--ro
 --json as OUT.roc.png, else ./lfw_roc.png) and, with --json, the report: accuracy, std, auc,
 folds [{fold, threshold, accuracy, pairs, excluded_pairs}], thresholds, fold_accuracy, pairs
 {total, used, excluded}, images {total, used, failed}, failed_images [{path, reason}], roc
-{fpr, tpr, auc}, model, lfw, pairs_file. Exit status 0, or 2 for bad arguments, a bad model or a
+{fpr, tpr, auc}, model, output, lfw, pairs_file, roc_png. Exit status 0, or 2 for bad arguments, a bad model or a
 malformed pairs file (one line naming it), 130 when interrupted.
 
 Python API (no model needed: any function from image paths to embeddings):
     report = verify_lfw(embed_fn, "data/lfw")        # embed_fn(paths) -> [vector | reason, ...]
     embed = model_embedder("models/faces")           # a model's embed_fn (close it with embed.close())
+    report = verify_model("models/faces", "data/lfw", json_out="lfw.json")   # the whole command
 """
 
 from __future__ import annotations
@@ -256,6 +257,32 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def default_roc_path(json_out: str | os.PathLike | None) -> Path:
+    """OUT.roc.png beside the JSON report, else ./lfw_roc.png."""
+    return Path(json_out).with_suffix(".roc.png") if json_out else Path("lfw_roc.png")
+
+
+def verify_model(model: str | os.PathLike, lfw: str | os.PathLike, pairs: str | os.PathLike | None = None, *,
+                 json_out: str | os.PathLike | None = None, roc_out: str | os.PathLike | None = None,
+                 output: str | None = None, face: str = "centre", batch_size: int = 32,
+                 progress: bool = False) -> dict:
+    """The whole command in one call (for the trainer, after a recipe with PaperConfig.verification):
+    the model's embedder, the protocol, the ROC PNG (`roc_out`, default as --roc) and, with
+    `json_out`, the JSON report; returns the report (with "model", "output", "roc_png")."""
+    from kerasface.config import write_json
+
+    embed = model_embedder(model, output, face, batch_size, progress=progress)
+    try:
+        report = verify_lfw(embed, lfw, pairs)
+    finally:
+        embed.close()
+    roc = Path(roc_out) if roc_out else default_roc_path(json_out)
+    report = {"model": str(model), "output": embed.output, **report, "roc_png": str(plot_roc(report, roc))}
+    if json_out:
+        write_json(json_out, report)
+    return report
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kerasface.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", metavar="MODEL", help="an exported SavedModel folder (models/NAME) or a training run folder")
@@ -274,25 +301,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from kerasface.config import write_json
         from kerasface.predict import ModelError
 
         try:
-            embed = model_embedder(args.model, args.output, args.face, args.batch_size, progress=not args.no_progress)
+            report = verify_model(args.model, args.lfw, args.pairs, json_out=args.json, roc_out=args.roc,
+                                  output=args.output, face=args.face, batch_size=args.batch_size,
+                                  progress=not args.no_progress)
         except ModelError as exc:
             raise ValueError(str(exc)) from None
-        try:
-            report = verify_lfw(embed, args.lfw, args.pairs)
-        finally:
-            embed.close()
-        report = {"model": str(args.model), "output": embed.output, **report}
-        roc = Path(args.roc) if args.roc else (Path(args.json).with_suffix(".roc.png") if args.json else Path("lfw_roc.png"))
-        plot_roc(report, roc)
         for line in summary_lines(report):
             print(line)
-        print(f"ROC curve: {roc}")
+        print(f"ROC curve: {report['roc_png']}")
         if args.json:
-            write_json(args.json, report)
             print(f"report: {args.json}")
 
     return run_command(body, EXPECTED)

@@ -154,8 +154,10 @@ def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 4
     """A SYNTHETIC CASIA-WebFace: `num_identities` people, `per_identity` aligned size x size crops
     each (`<root>/<7-digit id>/<nnn>.jpg`, as CASIA names them), each person drawn from one fixed
     set of face parameters under varied yaw (within +-30 degrees), roll, expression and light.
-    The crops are aligned as CASIA's are: eyes level near 0.45 of the height, the nose tip near the
-    centre (a few pixels of jitter). Not real faces (DEMO_README.txt says so)."""
+    The crops are aligned as the `vggface_224` scheme frames a detected face (so that a model trained
+    on them sees LFW photos cut by that scheme alike): inter-ocular distance 0.25 of the width, eyes
+    near 0.39 of the height, the nose tip at (0.5, 0.55), a little jitter. Not real faces
+    (DEMO_README.txt says so)."""
     from kerasface.data.common import finish_demo
 
     root = Path(root)
@@ -168,8 +170,8 @@ def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 4
         folder = f"{identity_id:07d}"
         for n, photo_rng in enumerate(np.random.default_rng([seed, int(person)]).spawn(per_identity), start=1):
             jitter = photo_rng.uniform(-0.02, 0.02, 2) * size
-            image, _, _ = person_photo(int(person), photo_rng, (size, size), iod=0.3 * size * photo_rng.uniform(0.95, 1.05),
-                                       nose=(0.5 * size + jitter[0], 0.56 * size + jitter[1]))
+            image, _, _ = person_photo(int(person), photo_rng, (size, size), iod=0.25 * size * photo_rng.uniform(0.95, 1.05),
+                                       nose=(0.5 * size + jitter[0], 0.55 * size + jitter[1]))
             save_jpeg(root / folder / f"{n:03d}.jpg", image)
         lines.append(f"{folder}\t{per_identity}")
     return finish_demo(root, "DEMO_IDENTITIES.txt", lines, "kerasface.data.identity_folders.write_demo_identity_folders",

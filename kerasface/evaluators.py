@@ -93,18 +93,25 @@ def verification(first: np.ndarray, second: np.ndarray, same: np.ndarray, folds:
                  fold_of: np.ndarray | None = None) -> dict:
     """Pairs protocol: `first[i]` and `second[i]` are embeddings of pair i, `same[i]` whether they
     show one person. `fold_of[i]` is the pair's fold (LFW's pairs.txt gives them; default: pairs
-    dealt to folds in order, as the 10 consecutive blocks of pairs.txt)."""
+    dealt to folds in order, as the 10 consecutive blocks of pairs.txt). A fold without pairs gets
+    threshold and accuracy None and is left out of the mean and std."""
     same = np.asarray(same, bool)
     similarity = cosine(np.asarray(first, np.float64), np.asarray(second, np.float64))
     fold_of = np.asarray(fold_of) if fold_of is not None else np.arange(len(same)) * folds // max(len(same), 1)
     accuracies, thresholds = [], []
     for k in range(folds):
         test = fold_of == k
+        if not test.any() or test.all():  # a fold without pairs (all left out), or nothing to choose on
+            thresholds.append(None)
+            accuracies.append(None)
+            continue
         threshold = _best_threshold(similarity[~test], same[~test])
         thresholds.append(threshold)
         accuracies.append(float(np.mean((similarity[test] >= threshold) == same[test])))
     curve = roc(similarity, same)
-    return {"accuracy": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+    scored = [a for a in accuracies if a is not None]  # folds without pairs: None, not in the mean
+    return {"accuracy": float(np.mean(scored)) if scored else float("nan"),
+            "std": float(np.std(scored)) if scored else float("nan"),
             "fold_accuracy": accuracies, "thresholds": thresholds, "auc": curve["auc"], "roc": curve,
             "count": int(len(same))}
 

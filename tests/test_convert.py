@@ -98,7 +98,11 @@ def test_interrupted_conversion_keeps_the_previous_one_intact(tmp_path, monkeypa
     _die_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=2, progress=False)
-    assert _snapshot(out) == before  # same files, same bytes: nothing half-written, no staging left
+    staged = {k: v for k, v in _snapshot(out).items() if k.startswith(".partial-")}
+    # same files, same bytes: nothing half-written; the new conversion's finished shards wait in
+    # its hidden staging folder (for a rerun to resume), without the shard it was writing
+    assert {k: v for k, v in _snapshot(out).items() if k not in staged} == before
+    assert not any(k.endswith(".partial") for k in staged)
     manifest, records = read_records(out, "train")
     assert len(records) == manifest["splits"]["train"]["records"] == 8
 
@@ -109,7 +113,41 @@ def test_interrupted_first_conversion_leaves_nothing_that_looks_finished(tmp_pat
     _die_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, progress=False)
-    assert _snapshot(out) == {}
+    # only the hidden staging folder (finished shards, for a resume): no manifest, no shard in OUT
+    assert all(k.startswith(".partial-") for k in _snapshot(out))
+    assert not any(k.endswith(".partial") for k in _snapshot(out))
+
+
+def test_an_interrupted_conversion_resumes_from_its_finished_shards(tmp_path, monkeypatch):
+    write_tiny_mtfl(tmp_path / "MTFL")
+    fresh = convert("mtfl", str(tmp_path / "MTFL"), tmp_path / "fresh", workers=1, shards=2, progress=False)
+    out = tmp_path / "out"
+    _die_at(monkeypatch, 7)  # train has 8 faces in 2 shards of 4: the first shard is finished
+    with pytest.raises(KeyboardInterrupt):
+        convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=2, progress=False)
+    monkeypatch.undo()
+    seen = []
+    original = convert_module.prepare
+
+    def counting_prepare(job):
+        seen.append(job)
+        return original(job)
+
+    monkeypatch.setattr(convert_module, "prepare", counting_prepare)
+    manifest = convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=2, progress=False)
+    assert manifest["resumed_shards"] == 1 and len(seen) == 14 - 4
+    assert not any(p.name.startswith(".partial-") for p in out.iterdir())
+    for split in ("train", "val", "test"):
+        assert manifest["splits"][split] == fresh["splits"][split]
+        for name in manifest["splits"][split]["files"]:
+            assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    # other settings: a new conversion, the stale staging folder is dropped
+    _die_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=3, progress=False)
+    monkeypatch.undo()
+    again = convert("mtfl", str(tmp_path / "MTFL"), out, workers=1, shards=2, progress=False)
+    assert again["resumed_shards"] == 0
 
 
 def test_reconversion_replaces_the_shards_and_keeps_other_files(tmp_path):
@@ -153,7 +191,8 @@ def test_any_per_image_error_is_skipped_listed_or_fatal_with_strict(tmp_path, mo
     assert [line for line in err if line.startswith("error:")] == err[-1:]
     assert err[-1].startswith(f"error: {tmp_path / 'MTFL' / bad}: ValueError: landmarks outside")
     assert err[-1].endswith("(--strict)")
-    assert not (tmp_path / "strict").exists() or _snapshot(tmp_path / "strict") == {}
+    # nothing that looks finished: only the staging folder's finished shards (a rerun resumes them)
+    assert all(k.startswith(".partial-") and not k.endswith(".partial") for k in _snapshot(tmp_path / "strict"))
 
 
 def test_cli_prints_summary_and_reports_errors(tmp_path, capsys):

@@ -97,4 +97,4 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-from kerasface.data import celeba, csv_table, fer2013, folders, fotw, genki4k, imdb_wiki, mtfl  # noqa: E402,F401  (registration)
+from kerasface.data import celeba, csv_table, fer2013, folders, fotw, genki4k, identity_folders, imdb_wiki, lfw, mtfl  # noqa: E402,F401  (registration)

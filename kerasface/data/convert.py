@@ -9,11 +9,21 @@ Datasets whose images are already face crops (FER2013; the 64x64 GENKI-4K copy: 
 or `--cropped yes|no`) are stored whole at the scheme's size and colour, with NaN landmarks.
 `--crop` and `--image-format` default to the dataset's own (`DatasetSpec.default_crop`,
 `default_image_format`: PNG for FER2013, whose pixels are numbers, so they are stored losslessly). Work is spread over processes. A new conversion is
-written into a hidden staging folder inside OUT (`.partial-<pid>/`, which no reader looks at) and
+written into a hidden staging folder inside OUT (`.partial-<key>/`, which no reader looks at) and
 only published when complete: the old manifest goes, the new shards move into OUT by rename, old
 shards it does not list go, and the new manifest.json comes last. Until then the previous
 conversion in OUT stays complete and readable, so a failure or Ctrl-C loses nothing; other files in
-OUT are left alone. An image that cannot be used (missing, corrupt, no face found, or any error
+OUT are left alone.
+
+Resuming: shard k of a split holds the split's faces k, k + n, k + 2n, ... (n shards), written one
+shard at a time; a finished shard is renamed to its final name inside the staging folder, with a
+small `<shard>.json` beside it (its records, skips and class counts). `<key>` is a digest of the
+settings and of the faces to convert (paths, labels, landmarks, the list files' hashes), so rerunning
+the same command after a failure, a --strict stop or Ctrl-C converts only the shards still missing
+(the manifest's "resumed_shards" counts the others) and gives the same shards, byte for byte, as an
+uninterrupted run; a conversion with other settings or data starts afresh and drops the stale
+staging folder. An edited image file whose path is unchanged is not noticed. Big datasets (CASIA-
+WebFace) convert with many shards (`--shards 256`) so that little is redone. An image that cannot be used (missing, corrupt, no face found, or any error
 while cropping or encoding it) is skipped, counted and listed with its reason in the manifest and
 the summary; `--strict` makes the first one fatal, with one line naming the file.
 
@@ -163,7 +173,7 @@ def convert(
     the most confident)."""
     from tqdm import tqdm
 
-    from kerasface.data.tfrecord import SCHEMA_VERSION, ShardedWriter, fold_ranks, make_example, sha256_file
+    from kerasface.data.tfrecord import SCHEMA_VERSION, fold_ranks, make_example, sha256_file, shard_name
 
     spec = DATASETS.get(dataset)
     crop = crop or spec.default_crop
@@ -186,11 +196,6 @@ def convert(
     if limit:
         splits = {name: faces[:limit] for name, faces in splits.items()}
     out = Path(out)
-    staging = out / f".partial-{os.getpid()}"  # the new conversion, until it is complete
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-
     jobs = [
         Job(i, split, str(images), face, crop, image_format, quality, cropped, which_face)
         for split, faces in splits.items()
@@ -199,37 +204,88 @@ def convert(
     workers = workers or min(os.cpu_count() or 1, 8)
     labels = spec.label_specs_for(root_path, options)
     classes = {name: label.names for name, label in labels.items() if label.type == "class"}
-    counts = {split: {name: dict.fromkeys(names, 0) for name, names in classes.items()} for split in splits}
     # k-fold cross-validation re-divides train + val: each of those records carries a stratified rank
     strata = next(iter(classes), None)
     pool = [(split, i) for split in ("train", "val") if split in splits for i in range(len(splits[split]))]
     ranks = dict(zip(pool, fold_ranks([splits[s][i] for s, i in pool], strata, seed)))
-    skipped: list[dict] = []
+    sources = {str(p.relative_to(images)): sha256_file(p) for p in spec.source_files(root_path)}
+    # Shard k of a split holds its faces k, k + n, k + 2n, ... (n shards); each finished shard is
+    # kept in the staging folder, whose name is a digest of everything the records depend on, so
+    # that a rerun of the same conversion finds it and converts only the shards still missing.
+    counts_of = {split: max(1, min(shards, len(faces))) for split, faces in splits.items()}
+    settings = {"dataset": dataset, "root": str(root_path.resolve()), "crop": crop, "image_format": image_format,
+                "quality": quality, "cropped": cropped, "options": options, "which_face": which_face,
+                "val_fraction": val_fraction, "seed": seed, "limit": limit, "shards": counts_of,
+                "schema": SCHEMA_VERSION, "sources": sources, "labels": {k: v.to_json() for k, v in labels.items()}}
+    key = _conversion_key(settings, jobs)
+    staging = out / f"{STAGING_PREFIX}{key}"  # the new conversion, until it is complete
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{STAGING_PREFIX}*"):  # unfinished conversions with other settings or data
+        if stale.is_dir() and stale != staging:
+            shutil.rmtree(stale, ignore_errors=True)
+    staging.mkdir(exist_ok=True)
+    for leftover in staging.glob("*.partial"):  # the shard being written when the last run stopped
+        leftover.unlink()
+    plan: list[tuple[str, int, str, list[Job]]] = []  # (split, shard, file name, its jobs)
+    buckets: dict[tuple[str, int], list[Job]] = {}
+    for job in jobs:
+        buckets.setdefault((job.split, job.index % counts_of[job.split]), []).append(job)
+    for split in splits:
+        n = counts_of[split]
+        plan.extend((split, k, shard_name(split, k, n), buckets.get((split, k), [])) for k in range(n))
+    todo = [entry for entry in plan if not _shard_done(staging, entry[2])]
+    resumed = len(plan) - len(todo)
     started = time.perf_counter()
-    writers: dict[str, ShardedWriter] = {}
+    queued = [job for entry in todo for job in entry[3]]
+    writer = results = bar = None
     try:
-        for split, faces in splits.items():
-            writers[split] = ShardedWriter(staging, split, max(1, min(shards, len(faces))))
-        bar = tqdm(_run_jobs(jobs, workers), total=len(jobs), desc=f"convert {dataset}", unit="img",
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(queued), desc=f"convert {dataset}", unit="img",
                    disable=not progress, file=sys.stderr)
-        for item in bar:
-            if item.encoded is None:
-                if strict:
-                    where = f"{item.listed_at}: {item.source}" if item.listed_at else str(images / item.source)
-                    raise RuntimeError(f"{where}: {item.error} (--strict)")
-                skipped.append({"path": item.source, "split": item.split, "reason": item.error,
-                                **({"listed_at": item.listed_at} if item.listed_at else {})})
-                bar.set_postfix(skipped=len(skipped))
-                continue
-            height, width, channels = item.shape
-            writers[item.split].write(
-                make_example(item.encoded, image_format, height, width, channels, item.source, item.landmarks,
-                             item.labels, ranks.get((item.split, item.index)))
-            )
-            for name, value in item.labels.items():
-                if name in classes and value >= 0:
-                    counts[item.split][name][classes[name][value]] += 1
-        files = {split: [p.name for p in writer.close()] for split, writer in writers.items()}
+        if resumed and progress:
+            bar.write(f"resuming: {resumed} of {len(plan)} shards already converted in {staging}")
+        results = _run_jobs(queued, workers)
+        skipped_now = 0
+        for split, _, name, shard_jobs in todo:
+            writer = tf_writer(staging / (name + ".partial"))
+            done = {"records": 0, "skipped": [], "labels": {label: dict.fromkeys(names, 0) for label, names in classes.items()}}
+            for _ in shard_jobs:
+                item = next(results)
+                bar.update(1)
+                if item.encoded is None:
+                    if strict:
+                        where = f"{item.listed_at}: {item.source}" if item.listed_at else str(images / item.source)
+                        raise RuntimeError(f"{where}: {item.error} (--strict)")
+                    done["skipped"].append({"path": item.source, "split": item.split, "reason": item.error,
+                                            **({"listed_at": item.listed_at} if item.listed_at else {}),
+                                            "index": item.index})
+                    skipped_now += 1
+                    bar.set_postfix(skipped=skipped_now)
+                    continue
+                height, width, channels = item.shape
+                writer.write(make_example(item.encoded, image_format, height, width, channels, item.source,
+                                          item.landmarks, item.labels, ranks.get((item.split, item.index))))
+                done["records"] += 1
+                for label, value in item.labels.items():
+                    if label in classes and value >= 0:
+                        done["labels"][label][classes[label][value]] += 1
+            writer.close()
+            writer = None
+            os.replace(staging / (name + ".partial"), staging / name)
+            _write_small_json(staging / (name + SHARD_INFO), done)  # last: the shard is finished
+        bar.close()
+        split_info, skipped = {}, []
+        for split in splits:
+            entries = [_read_shard_info(staging, name) for s, _, name, _ in plan if s == split]
+            per_class = {label: dict.fromkeys(names, 0) for label, names in classes.items()}
+            for entry in entries:
+                for label, per in entry["labels"].items():
+                    for cls, n in per.items():
+                        per_class[label][cls] += n
+            split_info[split] = {"records": sum(e["records"] for e in entries), "labels": per_class,
+                                 "files": [name for s, _, name, _ in plan if s == split]}
+            skipped.extend(sorted((x for e in entries for x in e["skipped"]), key=lambda x: x["index"]))
+        for item in skipped:
+            item.pop("index", None)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "dataset": dataset,
@@ -247,22 +303,70 @@ def convert(
             "order": "shuffled",
             "fold_rank": {"splits": ["train", "val"], "stratified_by": strata},
             "seed": seed,
-            "splits": {
-                split: {"records": writers[split].records, "labels": counts[split], "files": files[split]}
-                for split in splits
-            },
-            "class_balance": class_balance(counts.get("train", {})),
+            "splits": split_info,
+            "class_balance": class_balance({name: per for name, per in split_info.get("train", {}).get("labels", {}).items()}),
             "skipped": skipped,
-            "sources": {str(p.relative_to(images)): sha256_file(p) for p in spec.source_files(root_path)},
+            "sources": sources,
+            "resumed_shards": resumed,
             "seconds": round(time.perf_counter() - started, 2),
         }
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
+        # finished shards stay in the staging folder (a rerun continues from them); the one being
+        # written is removed
+        if results is not None:
+            results.close()  # stops the worker processes
+        if bar is not None:
+            bar.close()  # ends the bar's line before the error
+        if writer is not None:
+            writer.close()
+        for leftover in staging.glob("*.partial"):
+            leftover.unlink()
         raise
     _publish(staging, out, manifest)
     return manifest
+
+
+STAGING_PREFIX = ".partial-"  # a conversion in progress inside OUT (hidden: no reader looks at it)
+SHARD_INFO = ".json"  # beside each finished shard in the staging folder: its records, skips, counts
+
+
+def tf_writer(path: Path):
+    import tensorflow as tf
+
+    return tf.io.TFRecordWriter(str(path))
+
+
+def _conversion_key(settings: dict, jobs: list[Job]) -> str:
+    """A digest of the settings and of every face to convert (path, split, position, labels,
+    landmarks, problem): the same conversion, and only it, finds its staged shards again."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for job in jobs:
+        f = job.face
+        digest.update(repr((job.split, job.index, f.path, sorted((k, repr(v)) for k, v in f.labels.items()),
+                            np.asarray(f.landmarks, np.float32).tobytes(), f.box, f.problem, f.listed_at,
+                            f.image is not None)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_small_json(path: Path, payload: dict) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+def _shard_done(staging: Path, name: str) -> bool:
+    return (staging / name).is_file() and (staging / (name + SHARD_INFO)).is_file()
+
+
+def _read_shard_info(staging: Path, name: str) -> dict:
+    import json
+
+    return json.loads((staging / (name + SHARD_INFO)).read_text())
 
 
 def class_balance(counts: dict[str, dict[str, int]]) -> dict:
@@ -317,7 +421,7 @@ def _publish(staging: Path, out: Path, manifest: dict) -> None:
         if old.name not in new:  # shards of the old conversion the new one does not have
             old.unlink()
     write_json(out / MANIFEST, manifest)
-    staging.rmdir()
+    shutil.rmtree(staging)  # what is left there: the shards' notes (SHARD_INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -311,6 +311,30 @@ def _express(f: _Face, expression: str) -> None:
         f.mouth_w = e["width"]
 
 
+def _person(identity, rng: np.random.Generator, labels: dict[str, int] | None, yaw: float | None,
+            roll: float | None, expression: str | None) -> _Face:
+    """The face of the person `identity` (a seed) in one photo: the identity's draws are the same
+    in every call (drawn with smile = 1: the draws never depend on the photo); the pose (unless
+    given), the roll (unless given) and the light are drawn from `rng`, the photo's generator."""
+    seed = (identity,) if isinstance(identity, (int, np.integer)) else tuple(identity)
+    person_rng = np.random.default_rng([int(v) for v in seed])
+    forced = {k: v for k, v in (labels or {}).items() if k != "smile"}
+    if yaw is None:  # a pose drawn for this photo, as _Face draws one
+        po = int(rng.choice(5, p=_POSE_PROBS)) + 1
+        lo, hi = _POSE_YAW[forced.get("pose", po)]
+        sign = _POSE_SIGN[forced.get("pose", po)] or (1.0 if rng.random() < 0.5 else -1.0)
+        yaw = sign * rng.uniform(lo, hi)
+    if roll is None:
+        roll = float(np.clip(rng.normal(0.0, 6.5), -18.0, 18.0))
+    forced.pop("pose", None)
+    f = _Face(person_rng, {**forced, "smile": 1}, yaw, roll)  # smile forced: the same draws every time
+    f.smile = 2 if expression not in (None, "happy") else 1
+    az, el = math.radians(rng.uniform(-70, 70)), math.radians(rng.uniform(5, 55))
+    f.light = np.array([math.sin(az) * math.cos(el), -math.sin(el), math.cos(az) * math.cos(el)], np.float32)
+    f.ambient, f.diffuse = rng.uniform(0.42, 0.6), rng.uniform(0.45, 0.65)
+    return f
+
+
 # ----------------------------------------------------------------------------- geometry
 
 
@@ -661,7 +685,7 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
                 labels: dict[str, int] | None = None, iod: float | None = None,
                 nose: tuple[float, float] | None = None, yaw: float | None = None,
                 roll: float | None = None, clean: bool = False, return_parts: bool = False,
-                expression: str | None = None):
+                expression: str | None = None, identity: int | tuple[int, ...] | None = None):
     """Render one synthetic face.
 
     Args:
@@ -676,6 +700,12 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
       return_parts: also return an (H, W) uint8 map of PARTS codes (what is drawn where).
       expression: one of EXPRESSIONS (FER2013's emotions: brows, eyes and mouth); it forces
         smile = 1 for "happy" and 2 otherwise. None (default) draws the face as before.
+      identity: a seed (an int or a tuple of ints) that fixes the person: every parameter of
+        the face (head shape, features, colours, hair, beard, glasses, gender) is drawn from it,
+        the same in every call, while `rng` draws what varies between photos of that person (the
+        light, the background and camera, and the pose and expression unless given). The mouth is
+        drawn smiling (so that "happy" keeps it, and without an expression the person smiles);
+        other expressions replace it. None (default): `rng` draws everything.
 
     Returns:
       image (H, W, 3) uint8; landmarks (5, 2) float64 (x, y): left eye, right eye, nose tip, left
@@ -687,7 +717,10 @@ def render_face(rng: np.random.Generator | int | None = None, size: tuple[int, i
     h, w = int(size[0]), int(size[1])
     if expression is not None:
         labels = {**(labels or {}), "smile": 1 if expression == "happy" else 2}
-    f = _Face(rng, labels, yaw, roll)
+    if identity is None:
+        f = _Face(rng, labels, yaw, roll)
+    else:
+        f = _person(identity, rng, labels, yaw, roll, expression)
     if expression is not None:
         _express(f, expression)
     s = float(iod) if iod is not None else float(rng.uniform(0.17, 0.25) * min(h, w))

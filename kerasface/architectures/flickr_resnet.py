@@ -75,11 +75,11 @@ def build_flickr_resnet(input_shape=(224, 224, 3), heads: dict[str, int] | None 
     x = layers.MaxPooling2D(2, 2, name="pool1")(x)
     x = conv(x, 64, 3, 1, "conv2")
     for number, reduce, expand, stride in MODULES:
-        shortcut = x
-        if stride > 1 or x.shape[-1] != scaled(expand, width):
-            shortcut = conv(x, expand, 1, stride, f"conv{number}_shortcut", relu=False)
         y = conv(x, reduce, 1, 1, f"conv{number}")
         y = conv(y, expand, 3, stride, f"conv{number + 1}", relu=False)
+        shortcut = x  # built after the main path: a branch from conv<number> re-trains it too
+        if stride > 1 or x.shape[-1] != scaled(expand, width):
+            shortcut = conv(x, expand, 1, stride, f"conv{number}_shortcut", relu=False)
         x = layers.ReLU(name=f"module{number}_relu")(layers.Add(name=f"module{number}_add")([shortcut, y]))
     x = layers.GlobalAveragePooling2D(name="pool2")(x)
     x = layers.Dense(scaled(BOTTLENECK, width), use_bias=False, kernel_initializer=init, name="conv_bn320")(x)

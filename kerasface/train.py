@@ -480,6 +480,31 @@ class Trainer:
 # ----------------------------------------------------------------------------- data preparation
 
 
+def demo_root(dataset: str, seed: int) -> Path:
+    """The folder of a dataset's synthetic demo copy, rendered on first use."""
+    spec = DATASETS.get(dataset)
+    if spec.write_demo is None:
+        raise FileNotFoundError(f"dataset {dataset} has no demo copy; point --data at the real one")
+    root = DEMO_ROOT / dataset
+    if not (root / DEMO_DONE).exists():
+        print(f"rendering the synthetic {dataset} demo dataset (not real faces) into {root}", file=sys.stderr)
+        spec.write_demo(root, seed)
+        (root / DEMO_DONE).write_text("complete\n")
+    return root
+
+
+def run_verification(cfg: PaperConfig, run_dir: Path) -> dict:
+    """The recipe's verification set (PaperConfig.verification, LFW's pairs protocol) on the run's
+    embedding: RUN_DIR/verification.json and verification_roc.png; results.md quotes them."""
+    from kerasface.verify import summary_lines, verify_model
+
+    root = demo_root(cfg.verification, cfg.seed) if cfg.demo else DATASETS.get(cfg.verification).resolve_root(None)
+    report = verify_model(run_dir, root, json_out=run_dir / "verification.json",
+                          roc_out=run_dir / "verification_roc.png")
+    print("\n".join(summary_lines(report)), file=sys.stderr)
+    return report
+
+
 def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_root: str | None, records_root: Path,
                    demo: bool) -> Path:
     """The converted shards of one source at `crop`, converting the dataset (or rendering its demo
@@ -507,13 +532,7 @@ def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_roo
         # before records were written in random order they could be sorted by class
         print(f"{folder}: {stale or 'converted in the reader order'}; converting again", file=sys.stderr)
     if demo:
-        if spec.write_demo is None:
-            raise FileNotFoundError(f"dataset {source.dataset} has no demo copy; point --data at the real one")
-        root = str(DEMO_ROOT / source.dataset)
-        if not (Path(root) / DEMO_DONE).exists():
-            print(f"rendering the synthetic {source.dataset} demo dataset (not real faces) into {root}", file=sys.stderr)
-            spec.write_demo(Path(root), paper.seed)
-            (Path(root) / DEMO_DONE).write_text("complete\n")
+        root = str(demo_root(source.dataset, paper.seed))
     print(f"converting {source.dataset} ({crop}) into {folder}", file=sys.stderr)
     convert(source.dataset, root, folder, crop=crop, val_fraction=paper.data.val_fraction,
             seed=paper.data.split_seed, shards=paper.data.num_shards, cropped=CROPPED[source.cropped],
@@ -652,6 +671,11 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
             assemble_production(run_dir, cfg)
         except ValueError as exc:  # some branch candidates were not trained in this run (--model)
             print(f"production model not assembled: {exc}", file=sys.stderr)
+    if cfg.verification:
+        try:
+            run_verification(cfg, run_dir)
+        except FileNotFoundError as exc:  # no verification set here: the run itself is complete
+            print(f"verification on {cfg.verification} skipped: {exc}", file=sys.stderr)
     return write_reports(run_dir)
 
 

@@ -174,6 +174,19 @@ def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active,
 # ----------------------------------------------------------------------------- class balance
 
 
+def with_class_count(task, labels: dict):
+    """A task with num_classes 0 (as many classes as the data has: identities) given its count
+    from the label specs; other tasks as they are."""
+    if task.num_classes:
+        return task
+    key = target_key(task)
+    count = (len(labels[key].names) or labels[key].count) if key in labels else 0
+    if count < 2:
+        raise ValueError(f"task {task.name}: num_classes 0 takes the class count from label {key!r}, "
+                         f"but the data gives {count}")
+    return dataclasses.replace(task, num_classes=count)
+
+
 def weighted_tasks(tasks, sources: list[Source]):
     """The tasks with class_weights "balanced" resolved from the sources' training counts; prints
     the class balance of every class label the tasks learn (and the weights, where weighted)."""
@@ -181,12 +194,7 @@ def weighted_tasks(tasks, sources: list[Source]):
     for task in tasks:
         key = target_key(task)
         names = list(labels[key].names) if key in labels else []
-        if task.num_classes == 0:  # as many classes as the data has (identities: thousands)
-            count = len(names) or (labels[key].count if key in labels else 0)
-            if count < 2:
-                raise ValueError(f"task {task.name}: num_classes 0 takes the class count from label {key!r}, "
-                                 f"but the data gives {count}")
-            task = dataclasses.replace(task, num_classes=count)
+        task = with_class_count(task, labels)
         if head_kind(task.kind).has_classes and names:
             counts = train_class_counts(sources, key)
             weights = balanced_class_weights(counts) if task.class_weights == "balanced" else task.class_weights

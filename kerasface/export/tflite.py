@@ -34,20 +34,14 @@ from kerasface.export.description import (colour_mode, describe_answers, describ
                                           describe_source)
 from kerasface.data.pipeline import preprocess_image
 from kerasface.export.graph import FLOAT_INPUT, ServingGraph
+from kerasface.export.litert_io import IO_TYPES, check_io, from_output, quantization, sidecar_path, to_input  # noqa: F401
 from kerasface.export.run import Run, Selection, select_heads
 from kerasface.tasks import head_kind
 
 QUANT_MODES = ("none", "fp16", "dynamic", "int8")
-
-
-def sidecar_path(tflite_file: str | Path) -> Path:
-    """Where the description of a .tflite file lives: FILE + '.json'."""
-    return Path(str(tflite_file) + ".json")
-
-
-def default_tflite_path(run: Run, quant: str, model: str | None) -> Path:
+def default_tflite_path(run: Run, quant: str, model: str | None, io: str = "float32") -> Path:
     stem = run.folder.resolve().name + (f"-{model}" if model else "")
-    return Path("models") / f"{stem}-{quant}.tflite"
+    return Path("models") / f"{stem}-{quant}{'' if io == 'float32' else '-' + io}.tflite"
 
 
 def read_records(files: list[str], limit: int | None = None):
@@ -89,7 +83,7 @@ def float_inputs(graph: ServingGraph, records: list[dict]) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, *graph.input_size, graph.channels), np.float32)
 
 
-def _converter(saved_model_dir: str, quant: str, representative=None):
+def _converter(saved_model_dir: str, quant: str, representative=None, io: str = "float32"):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
     if quant == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -100,14 +94,16 @@ def _converter(saved_model_dir: str, quant: str, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.float32
-        converter.inference_output_type = tf.float32
+        converter.inference_input_type = getattr(tf, io)
+        converter.inference_output_type = getattr(tf, io)
     elif quant != "none":
         raise ValueError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
     return converter
 
 
-def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: int = 128) -> bytes:
+def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: int = 128,
+            io: str = "float32") -> bytes:
+    check_io(quant, io)
     representative = None
     if quant == "int8":
         if run is None:
@@ -125,7 +121,7 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
         graph.archive(float_only=True).write_out(tmp, verbose=False)
         with warnings.catch_warnings():  # the int8 calibrator uses tf.lite.Interpreter internally
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            return _converter(tmp, quant, representative).convert()
+            return _converter(tmp, quant, representative, io).convert()
 
 
 def op_summary(model_content: bytes) -> dict:
@@ -147,27 +143,44 @@ def op_summary(model_content: bytes) -> dict:
     return {"ops": dict(sorted(kinds.items())), "num_ops": len(ops), "float_ops": float_ops}
 
 
+def _io_text(quant: str, io: str) -> str:
+    if io == "float32":
+        return "float32 input and outputs" + (" (int8 inside)" if quant == "int8" else "")
+    return (f"{io} input and outputs (int8 inside): real = scale * (q - zero_point) with each tensor's "
+            f"quantization below; feed pixels q = round(p / scale) + zero_point")
+
+
 def tflite_description(graph: ServingGraph, run: Run, selection: Selection, quant: str, file: Path,
-                       content: bytes) -> dict:
+                       content: bytes, io: str = "float32") -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=content)
     runner_sig = interp.get_signature_list()
+    runner = interp.get_signature_runner("serving_default")
+    in_detail = runner.get_input_details()[FLOAT_INPUT]
+    image = {"dtype": np.dtype(in_detail["dtype"]).name,
+             "shape": [1, graph.input_size[0], graph.input_size[1], graph.channels],
+             "range": [0, 255], "color": colour_mode(graph.channels)}
+    answers = describe_answers(graph, selection)
+    if io != "float32":  # integer tensors: what an app needs to feed pixels and read answers
+        image["quantization"] = quantization(in_detail)
+        for name, detail in runner.get_output_details().items():
+            answers["outputs"][name]["dtype"] = np.dtype(detail["dtype"]).name
+            answers["outputs"][name]["quantization"] = quantization(detail)
     return {
         "format": "kerasface-tflite/1",
         "file": file.name,
         "quant": quant,
-        "io": "float32 input and outputs" + (" (int8 inside)" if quant == "int8" else ""),
+        "io": io,
+        "io_note": _io_text(quant, io),
         "signature": "serving_default",
         "signatures": runner_sig,
         **describe_source(run),
         "crop": selection.crop,
         **describe_input(graph),
-        "inputs": {FLOAT_INPUT: {"dtype": "float32", "shape": [1, graph.input_size[0], graph.input_size[1],
-                                                               graph.channels],
-                                 "range": [0, 255], "color": colour_mode(graph.channels)}},
+        "inputs": {FLOAT_INPUT: image},
         "preprocessing": describe_preprocessing(),
-        **describe_answers(graph, selection),
+        **answers,
         "size_bytes": len(content),
         "ops": op_summary(content),
         "run_config": run.config,
@@ -183,12 +196,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def export_tflite(run: Run, selection: Selection, quant: str, out: str | Path, samples: int = 128,
-                  log=print, graph: ServingGraph | None = None) -> Path:
+                  log=print, graph: ServingGraph | None = None, io: str = "float32") -> Path:
+    check_io(quant, io)
     out = Path(out)
     graph = graph or ServingGraph(selection)
-    log(f"converting serving_default of {', '.join(h.unit.name for h in graph.heads)} ({quant}) -> {out}")
-    content = convert(graph, quant, run, samples)
-    description = tflite_description(graph, run, selection, quant, out, content)
+    what = quant + ("" if io == "float32" else f", {io} I/O")
+    log(f"converting serving_default of {', '.join(h.unit.name for h in graph.heads)} ({what}) -> {out}")
+    content = convert(graph, quant, run, samples, io)
+    description = tflite_description(graph, run, selection, quant, out, content, io)
     if quant == "int8" and description["ops"]["float_ops"]:
         raise RuntimeError(f"{out}: int8 model still has float ops: {description['ops']['float_ops']}")
     _atomic_write(out, content)
@@ -206,19 +221,32 @@ def _interpreter(path: Path, threads: int):
 
 
 def run_tflite(path: Path, x: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
+    """Float [0, 255] images in, float outputs back, whatever the file's input/output types."""
     interp = _interpreter(path, threads)
     runner = interp.get_signature_runner("serving_default")
+    in_detail = runner.get_input_details()[FLOAT_INPUT]
+    out_details = runner.get_output_details()
+    xq = to_input(in_detail, x)
     outs: dict[str, list] = {}
-    for i in range(len(x)):
-        res = runner(**{FLOAT_INPUT: x[i:i + 1]})
+    for i in range(len(xq)):
+        res = runner(**{FLOAT_INPUT: xq[i:i + 1]})
         for k, v in res.items():
-            outs.setdefault(k, []).append(np.array(v[0]))
+            outs.setdefault(k, []).append(from_output(out_details[k], v[0]))
     return {k: np.stack(v) for k, v in outs.items()}
 
 
+def file_io(path: Path) -> str:
+    """The input tensor's type: float32, uint8 or int8."""
+    interp = _interpreter(path, 1)
+    return np.dtype(interp.get_signature_runner("serving_default").get_input_details()[FLOAT_INPUT]["dtype"]).name
+
+
 def latency_ms(path: Path, x: np.ndarray, threads: int, repeats: int = 50) -> dict:
+    """One image per call through the signature runner. An integer-input file gets its input
+    quantized before the clock starts (an app hands it camera pixels); outputs are not dequantized."""
     interp = _interpreter(path, threads)
     runner = interp.get_signature_runner("serving_default")
+    x = to_input(runner.get_input_details()[FLOAT_INPUT], x)
     for i in range(3):
         runner(**{FLOAT_INPUT: x[i % len(x):i % len(x) + 1]})
     times = []
@@ -297,6 +325,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
     return {
         "file": str(path),
         "quant": meta.get("quant"),
+        "io": file_io(path),
         "size_bytes": path.stat().st_size,
         "images": len(records),
         "attributes": attributes,
@@ -305,7 +334,8 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
 
 
 def format_parity(report: dict) -> str:
-    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}), {report['images']} test images, "
+    io = "" if report.get("io", "float32") == "float32" else f", {report['io']} I/O"
+    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}{io}), {report['images']} test images, "
              f"{report['size_bytes'] / 1024:.1f} KiB"]
     lines.append(f"  {'attribute':<14}{'keras':>10}{'tflite':>10}{'agree':>8}{'max|diff|':>12}")
     for name, e in report["attributes"].items():

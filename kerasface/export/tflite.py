@@ -112,6 +112,9 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
         if not records:
             raise ValueError(f"{run.folder}: the train split is empty; int8 needs calibration images")
         calib = float_inputs(graph, records)
+        # one pixel at 0 and one at 255: the input's calibrated range is exactly [0, 255], so its
+        # scale is 1 (zero point 0 as uint8, -128 as int8) and camera pixels are the quantized input
+        calib[0, 0, 0, :], calib[0, 0, 1, :] = 0.0, 255.0
 
         def representative():
             for x in calib:
@@ -294,7 +297,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
         for k, v in serve(tf.constant(x[i:i + 64])).items():
             keras_out.setdefault(k, []).append(v.numpy())
     keras_out = {k: np.concatenate(v) for k, v in keras_out.items()}
-    lite_out = run_tflite(path, x, threads=max(threads))
+    lite_out = run_tflite(path, x, threads=max(threads, default=2))
     attributes = {}
     for task in graph.tasks:
         k, t = keras_out[task.name], lite_out[task.name]
@@ -349,7 +352,8 @@ def format_parity(report: dict) -> str:
                          f"{e['max_abs_diff']:>12.2e}")
     lat = ", ".join(f"{n} thread{'s' if n != '1' else ''}: {v['mean']:.2f} ms/image (p50 {v['p50']:.2f})"
                     for n, v in report["latency_ms"].items())
-    lines.append(f"  latency: {lat}")
+    if lat:
+        lines.append(f"  latency: {lat}")
     return "\n".join(lines)
 
 

@@ -140,7 +140,8 @@ def main(argv=None) -> int:
         for n in paths:
             v = reports[n]["attributes"][task][key] * scale
             d = v - e[key] * scale
-            cells.append(f"{v:>9.2f}" + (f" ({d:+.2f})" if n != "fp32" else "        "))
+            digits = 2 if scale == 100 else 4
+            cells.append(f"{v:>9.{digits}f}" + (f" ({d:+.{digits}f})" if n != "fp32" else " " * (digits + 6)))
         print(f"  {task + (' %' if scale == 100 else ' nme'):<12}" + "".join(f"{c:>17}" for c in cells))
     results["parity"] = {n: r["attributes"] for n, r in reports.items()}
     if args.json:

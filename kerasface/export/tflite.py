@@ -8,11 +8,48 @@ signatures need TF ops LiteRT lacks, and phones decode images themselves. Quanti
   dynamic  int8 weights, activations quantized on the fly (dynamic-range quantization)
   int8     full-integer: int8 weights AND activations, every op an int8 builtin
            (TFLITE_BUILTINS_INT8 only; conversion fails rather than fall back to float ops),
-           calibrated on images of the run's train split. The model keeps float32 input and
-           output tensors: a QUANTIZE op at the input and DEQUANTIZE at each output are the only
-           float ops, so callers feed the same [0, 255] floats as for every other mode and read
-           probabilities / landmark pixels directly. (int8 input would need the caller to apply
-           the calibrated scale and zero point; the saving is one elementwise op.)
+           calibrated on images of the run's train split, with one pixel at 0 and one at 255 so
+           that the input's range is exactly [0, 255] (input scale 1).
+
+Input/output types of an int8 model (`--io`, `convert(..., io=)`):
+
+  float32  (default) a QUANTIZE op at the input and DEQUANTIZE at each output are the only float
+           ops: callers feed the same [0, 255] floats as for every other mode and read
+           probabilities / landmark pixels directly.
+  uint8    integer tensors at both ends, for integer-only accelerators and camera pipelines: the
+           input has scale 1 and zero point 0, i.e. it takes camera pixels as they are; each output
+           has its own scale and zero point (softmax: 1/256, 0), recorded in FILE.tflite.json under
+           inputs.image.quantization and outputs.NAME.quantization (real = scale * (q - zero_point)).
+           The converter keeps a QUANTIZE (uint8 <-> int8, a zero-point shift) at each end.
+  int8     as uint8 but int8 tensors (input zero point -128: feed pixel - 128); no boundary ops.
+
+The parity report and kerasface.predict quantize float inputs and dequantize integer outputs with
+the tensors' own parameters (kerasface.export.litert_io), so their figures stay comparable.
+
+Why int8 is not faster than fp32 here (issue 17; measured on the canal_mtfl demo TCDCN, 60x60x3
+with batch norm, 2-core AMD EPYC with AVX2+FMA but no VNNI, ai-edge-litert 2.3, one image per call,
+benchmarks/bench_tflite.py; the machine was shared, ratios are same-run):
+- Size: 1138 KiB fp32 -> 305 KiB int8 (0.27x).
+- Speed at 1 thread, XNNPACK (the default delegate): int8 is 1.4-1.6x SLOWER than fp32 (invoke()
+  1.38x, signature runner 1.59x); the uint8-I/O file is no faster (1.40x / 1.54x), and neither is
+  int8 I/O with no boundary ops at all (1.13-1.48x over runs), per-tensor instead of per-channel
+  weights (1.12-1.14x, within noise of per-channel), a static batch of 1 (removes the
+  SHAPE/STRIDED_SLICE/PACK of the dynamic Flatten, fp32 and int8 alike: 1.70x) or the delegate's
+  latest features (1.63x). So the float I/O ops are not the cost.
+- XNNPACK does take the int8 path: the int8 graph runs as 3 XNNPACK partitions (QUANTIZE + convs +
+  pools; the FCs; the DEQUANTIZEs) plus 8 builtin nodes (the Flatten's shape ops and the 4 int8
+  SOFTMAX, which XNNPACK lacks); fp32 is 2 partitions + 4 builtin nodes. Without XNNPACK
+  (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES) int8 builtins beat fp32 builtins (0.65-0.74x)
+  but stay slower than XNNPACK fp32 (about 1.7x its time).
+- Per layer (prefix models, int8 I/O, invoke() medians): conv1 (5x5, 3 -> 20 channels, 56x56
+  outputs, 75 MACs per output) costs 2.4-2.6x its fp32 time and is half of the int8 total; conv2
+  (500 MACs per output) 1.2-1.4x; pools, FCs and softmax are small in both. The int8 conv cost is
+  per output element (widening int8 to int16 for the AVX2 multiply-add, requantizing every output),
+  which a layer with few MACs per output cannot amortise; without VNNI instructions the int8 GEMM
+  has no throughput edge over FMA fp32 to pay for it.
+The limit is structural for this model on this CPU (a small net dominated by a 3-channel first
+conv, AVX2 without VNNI), not a converter flag: int8 buys 3.7x smaller files and integer-only
+hardware, and is expected to pay off in speed on ARM (dot-product) or VNNI CPUs, not measured here.
 
 Beside FILE.tflite sits FILE.tflite.json: labels, outputs, input size and colour mode,
 preprocessing, the heads and run it came from, and (after `parity`) the parity report.

@@ -29,9 +29,12 @@ the tensors' own parameters (kerasface.export.litert_io), so their figures stay 
 Why int8 is not faster than fp32 here (issue 17; measured on the canal_mtfl demo TCDCN, 60x60x3
 with batch norm, 2-core AMD EPYC with AVX2+FMA but no VNNI, ai-edge-litert 2.3, one image per call,
 benchmarks/bench_tflite.py; the machine was shared, ratios are same-run):
-- Size: 1138 KiB fp32 -> 305 KiB int8 (0.27x).
-- Speed at 1 thread, XNNPACK (the default delegate): int8 is 1.4-1.6x SLOWER than fp32 (invoke()
-  1.38x, signature runner 1.59x); the uint8-I/O file is no faster (1.40x / 1.54x), and neither is
+- Size: 1138 KiB fp32 -> 305 KiB int8 (0.27x). Accuracy on the demo test split, int8 vs fp32
+  (float and uint8 I/O alike): gender -0.25, smile +0.50, glasses -0.25, pose 0.00 points,
+  landmark NME 0.2677 -> 0.2702.
+- Speed at 1 thread, XNNPACK (the default delegate): int8 is 1.4-1.6x SLOWER than fp32 (two runs:
+  fp32 0.90 ms, int8 1.39 ms per image through the signature runner = 1.55x; invoke() alone
+  1.38-1.59x; 2 threads 1.33-1.47x); the uint8-I/O file is no faster (1.54x), and neither is
   int8 I/O with no boundary ops at all (1.13-1.48x over runs), per-tensor instead of per-channel
   weights (1.12-1.14x, within noise of per-channel), a static batch of 1 (removes the
   SHAPE/STRIDED_SLICE/PACK of the dynamic Flatten, fp32 and int8 alike: 1.70x) or the delegate's
@@ -39,17 +42,19 @@ benchmarks/bench_tflite.py; the machine was shared, ratios are same-run):
 - XNNPACK does take the int8 path: the int8 graph runs as 3 XNNPACK partitions (QUANTIZE + convs +
   pools; the FCs; the DEQUANTIZEs) plus 8 builtin nodes (the Flatten's shape ops and the 4 int8
   SOFTMAX, which XNNPACK lacks); fp32 is 2 partitions + 4 builtin nodes. Without XNNPACK
-  (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES) int8 builtins beat fp32 builtins (0.65-0.74x)
+  (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES) int8 builtins beat fp32 builtins (0.63-0.77x)
   but stay slower than XNNPACK fp32 (about 1.7x its time).
 - Per layer (prefix models, int8 I/O, invoke() medians): conv1 (5x5, 3 -> 20 channels, 56x56
   outputs, 75 MACs per output) costs 2.4-2.6x its fp32 time and is half of the int8 total; conv2
-  (500 MACs per output) 1.2-1.4x; pools, FCs and softmax are small in both. The int8 conv cost is
-  per output element (widening int8 to int16 for the AVX2 multiply-add, requantizing every output),
-  which a layer with few MACs per output cannot amortise; without VNNI instructions the int8 GEMM
-  has no throughput edge over FMA fp32 to pay for it.
-The limit is structural for this model on this CPU (a small net dominated by a 3-channel first
-conv, AVX2 without VNNI), not a converter flag: int8 buys 3.7x smaller files and integer-only
-hardware, and is expected to pay off in speed on ARM (dot-product) or VNNI CPUs, not measured here.
+  (500 MACs per output) 1.2-1.4x; pools, FCs and softmax are small in both. The fewer MACs per
+  output, the worse int8 does: that points (inferred, not profiled inside XNNPACK) to a cost per
+  output element (requantizing every output, int8 -> int16 widening for the AVX2 multiply-add)
+  that conv1 cannot amortise, while without VNNI the int8 GEMM has little throughput edge over
+  FMA fp32 to pay for it.
+So the limit is structural for this model on this CPU (a small net dominated by a 3-channel first
+conv; AVX2 without VNNI), not a converter flag or the I/O ops: no setting tried makes int8 faster
+than fp32 with XNNPACK, so the default int8 export is unchanged. int8 buys 3.7x smaller files and
+integer-only hardware; whether it is faster on ARM (dot-product) or VNNI CPUs is not measured here.
 
 Beside FILE.tflite sits FILE.tflite.json: labels, outputs, input size and colour mode,
 preprocessing, the heads and run it came from, and (after `parity`) the parity report.

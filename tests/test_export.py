@@ -387,6 +387,53 @@ def test_tflite_int8_is_full_integer_and_agrees_with_fp32(run_dir, graph, test_i
     assert np.abs(int8["smile"] - fp32["smile"].numpy()).max() < 0.1
 
 
+def test_tflite_int8_with_uint8_io(run_dir, graph, test_inputs, tflite_dir, capsys):
+    """--io uint8: integer tensors at both ends, their quantization in the sidecar; parity and
+    predict dequantize, so the answers equal those of the float-I/O int8 file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kerasface.export.tflite import run_tflite, sidecar_path
+    from kerasface.predict.tflite import TFLiteModel
+
+    assert export_main(["tflite", str(run_dir), "--quant", "none", "--io", "uint8", "--no-parity"]) == 2
+    assert "--io uint8 needs --quant int8" in capsys.readouterr().err
+    out = tflite_dir / "faces-int8-uint8.tflite"
+    assert export_main(["tflite", str(run_dir), "--quant", "int8", "--io", "uint8", "--out", str(out)]) == 0
+    assert "uint8 I/O" in capsys.readouterr().out
+    runner = Interpreter(model_path=str(out)).get_signature_runner("serving_default")
+    image = runner.get_input_details()["image"]
+    assert image["dtype"] == np.uint8 and image["quantization"] == (1.0, 0)  # camera pixels as they are
+    assert {np.dtype(d["dtype"]) for d in runner.get_output_details().values()} == {np.dtype(np.uint8)}
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["io"] == "uint8" and meta["ops"]["float_ops"] == []
+    assert meta["inputs"]["image"]["dtype"] == "uint8"
+    assert meta["inputs"]["image"]["quantization"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    for name, detail in runner.get_output_details().items():
+        q = meta["outputs"][name]["quantization"]
+        assert meta["outputs"][name]["dtype"] == "uint8"
+        assert (q["scale"], q["zero_point"]) == pytest.approx(detail["quantization"])
+    # parity within the bound of the float-I/O int8 test
+    records, x = test_inputs
+    fp32 = graph.serve_float(tf.constant(x))
+    lite = run_tflite(out, x)
+    for task in ("smile", "gender"):
+        agree = float((fp32[task].numpy().argmax(-1) == lite[task].argmax(-1)).mean())
+        assert agree >= 0.95, (task, agree)
+        assert meta["parity"]["attributes"][task]["agreement"] == pytest.approx(agree)
+    assert np.abs(lite["smile"] - fp32["smile"].numpy()).max() < 0.1
+    assert meta["parity"]["io"] == "uint8"
+    # predict: the same labels as the float-I/O int8 file
+    float_io = tflite_dir / "faces-int8.tflite"
+    if not float_io.exists():
+        assert export_main(["tflite", str(run_dir), "--quant", "int8", "--out", str(float_io), "--no-parity"]) == 0
+    a, b = TFLiteModel(out, threads=1).predict(x), TFLiteModel(float_io, threads=1).predict(x)
+    assert set(a) == set(b)
+    for task in ("smile", "gender"):
+        np.testing.assert_array_equal(a[task].argmax(-1), b[task].argmax(-1))
+        assert a[task].dtype == np.float32
+    np.testing.assert_allclose(a["landmarks"], b["landmarks"], atol=2 * meta["outputs"]["landmarks"]["quantization"]["scale"])
+
+
 def test_tflite_fp16_and_dynamic(run_dir, graph, test_inputs, tflite_dir):
     from kerasface.export.tflite import run_tflite
 

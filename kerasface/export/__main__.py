@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     tl.add_argument("--quant", choices=("none", "fp16", "dynamic", "int8"), default="none")
     tl.add_argument("--out", metavar="FILE", help="output file (default: models/<run>[-<model>]-<quant>.tflite)")
     tl.add_argument("--model", metavar="KEY", help="convert this unit or model key (default: best per attribute)")
+    tl.add_argument("--io", choices=("float32", "uint8", "int8"), default="float32",
+                    help="input/output tensor type (default float32: [0, 255] floats in, probabilities and "
+                         "pixels out); uint8/int8 (only with --quant int8): integer tensors for integer-only "
+                         "accelerators and camera pipelines, their scale and zero point in FILE.json")
     tl.add_argument("--samples", type=int, default=128, help="int8 calibration images from the train split")
     tl.add_argument("--no-parity", action="store_true", help="skip the parity report")
     tl.add_argument("--max-images", type=int, help="parity: use at most this many test images")
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     from kerasface.export.run import load_run, select_heads
 
     def body() -> None:
+        if args.command == "tflite":
+            from kerasface.export.litert_io import check_io
+
+            check_io(args.quant, args.io)  # before loading anything
         run = load_run(args.run_dir)
         if args.command == "saved-model":
             from kerasface.export.saved_model import export_saved_model
@@ -85,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
             selection = select_heads(run, args.model)
             _notes(selection)
-            out = Path(args.out) if args.out else default_tflite_path(run, args.quant, args.model)
-            path = export_tflite(run, selection, args.quant, out, samples=args.samples, log=_log)
+            out = Path(args.out) if args.out else default_tflite_path(run, args.quant, args.model, args.io)
+            path = export_tflite(run, selection, args.quant, out, samples=args.samples, log=_log, io=args.io)
             _log(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB) and {sidecar_path(path)}")
             if not args.no_parity:
                 report = parity_report(run, path, max_images=args.max_images)

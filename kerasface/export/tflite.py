@@ -8,11 +8,53 @@ signatures need TF ops LiteRT lacks, and phones decode images themselves. Quanti
   dynamic  int8 weights, activations quantized on the fly (dynamic-range quantization)
   int8     full-integer: int8 weights AND activations, every op an int8 builtin
            (TFLITE_BUILTINS_INT8 only; conversion fails rather than fall back to float ops),
-           calibrated on images of the run's train split. The model keeps float32 input and
-           output tensors: a QUANTIZE op at the input and DEQUANTIZE at each output are the only
-           float ops, so callers feed the same [0, 255] floats as for every other mode and read
-           probabilities / landmark pixels directly. (int8 input would need the caller to apply
-           the calibrated scale and zero point; the saving is one elementwise op.)
+           calibrated on images of the run's train split, with one pixel at 0 and one at 255 so
+           that the input's range is exactly [0, 255] (input scale 1).
+
+Input/output types of an int8 model (`--io`, `convert(..., io=)`):
+
+  float32  (default) a QUANTIZE op at the input and DEQUANTIZE at each output are the only float
+           ops: callers feed the same [0, 255] floats as for every other mode and read
+           probabilities / landmark pixels directly.
+  uint8    integer tensors at both ends, for integer-only accelerators and camera pipelines: the
+           input has scale 1 and zero point 0, i.e. it takes camera pixels as they are; each output
+           has its own scale and zero point (softmax: 1/256, 0), recorded in FILE.tflite.json under
+           inputs.image.quantization and outputs.NAME.quantization (real = scale * (q - zero_point)).
+           The converter keeps a QUANTIZE (uint8 <-> int8, a zero-point shift) at each end.
+  int8     as uint8 but int8 tensors (input zero point -128: feed pixel - 128); no boundary ops.
+
+The parity report and kerasface.predict quantize float inputs and dequantize integer outputs with
+the tensors' own parameters (kerasface.export.litert_io), so their figures stay comparable.
+
+Why int8 is not faster than fp32 here (issue 17; measured on the canal_mtfl demo TCDCN, 60x60x3
+with batch norm, 2-core AMD EPYC with AVX2+FMA but no VNNI, ai-edge-litert 2.3, one image per call,
+benchmarks/bench_tflite.py; the machine was shared, ratios are same-run):
+- Size: 1138 KiB fp32 -> 305 KiB int8 (0.27x). Accuracy on the demo test split, int8 vs fp32
+  (float and uint8 I/O alike): gender -0.25, smile +0.50, glasses -0.25, pose 0.00 points,
+  landmark NME 0.2677 -> 0.2702.
+- Speed at 1 thread, XNNPACK (the default delegate): int8 is 1.4-1.6x SLOWER than fp32 (two runs:
+  fp32 0.90 ms, int8 1.39 ms per image through the signature runner = 1.55x; invoke() alone
+  1.38-1.59x; 2 threads 1.33-1.47x); the uint8-I/O file is no faster (1.54x), and neither is
+  int8 I/O with no boundary ops at all (1.13-1.48x over runs), per-tensor instead of per-channel
+  weights (1.12-1.14x, within noise of per-channel), a static batch of 1 (removes the
+  SHAPE/STRIDED_SLICE/PACK of the dynamic Flatten, fp32 and int8 alike: 1.70x) or the delegate's
+  latest features (1.63x). So the float I/O ops are not the cost.
+- XNNPACK does take the int8 path: the int8 graph runs as 3 XNNPACK partitions (QUANTIZE + convs +
+  pools; the FCs; the DEQUANTIZEs) plus 8 builtin nodes (the Flatten's shape ops and the 4 int8
+  SOFTMAX, which XNNPACK lacks); fp32 is 2 partitions + 4 builtin nodes. Without XNNPACK
+  (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES) int8 builtins beat fp32 builtins (0.63-0.77x)
+  but stay slower than XNNPACK fp32 (about 1.7x its time).
+- Per layer (prefix models, int8 I/O, invoke() medians): conv1 (5x5, 3 -> 20 channels, 56x56
+  outputs, 75 MACs per output) costs 2.4-2.6x its fp32 time and is half of the int8 total; conv2
+  (500 MACs per output) 1.2-1.4x; pools, FCs and softmax are small in both. The fewer MACs per
+  output, the worse int8 does: that points (inferred, not profiled inside XNNPACK) to a cost per
+  output element (requantizing every output, int8 -> int16 widening for the AVX2 multiply-add)
+  that conv1 cannot amortise, while without VNNI the int8 GEMM has little throughput edge over
+  FMA fp32 to pay for it.
+So the limit is structural for this model on this CPU (a small net dominated by a 3-channel first
+conv; AVX2 without VNNI), not a converter flag or the I/O ops: no setting tried makes int8 faster
+than fp32 with XNNPACK, so the default int8 export is unchanged. int8 buys 3.7x smaller files and
+integer-only hardware; whether it is faster on ARM (dot-product) or VNNI CPUs is not measured here.
 
 Beside FILE.tflite sits FILE.tflite.json: labels, outputs, input size and colour mode,
 preprocessing, the heads and run it came from, and (after `parity`) the parity report.
@@ -34,20 +76,14 @@ from kerasface.export.description import (colour_mode, describe_answers, describ
                                           describe_source)
 from kerasface.data.pipeline import preprocess_image
 from kerasface.export.graph import FLOAT_INPUT, ServingGraph
+from kerasface.export.litert_io import IO_TYPES, check_io, from_output, quantization, sidecar_path, to_input  # noqa: F401
 from kerasface.export.run import Run, Selection, select_heads
 from kerasface.tasks import head_kind
 
 QUANT_MODES = ("none", "fp16", "dynamic", "int8")
-
-
-def sidecar_path(tflite_file: str | Path) -> Path:
-    """Where the description of a .tflite file lives: FILE + '.json'."""
-    return Path(str(tflite_file) + ".json")
-
-
-def default_tflite_path(run: Run, quant: str, model: str | None) -> Path:
+def default_tflite_path(run: Run, quant: str, model: str | None, io: str = "float32") -> Path:
     stem = run.folder.resolve().name + (f"-{model}" if model else "")
-    return Path("models") / f"{stem}-{quant}.tflite"
+    return Path("models") / f"{stem}-{quant}{'' if io == 'float32' else '-' + io}.tflite"
 
 
 def read_records(files: list[str], limit: int | None = None):
@@ -89,7 +125,7 @@ def float_inputs(graph: ServingGraph, records: list[dict]) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, *graph.input_size, graph.channels), np.float32)
 
 
-def _converter(saved_model_dir: str, quant: str, representative=None):
+def _converter(saved_model_dir: str, quant: str, representative=None, io: str = "float32"):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
     if quant == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -100,14 +136,16 @@ def _converter(saved_model_dir: str, quant: str, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.float32
-        converter.inference_output_type = tf.float32
+        converter.inference_input_type = getattr(tf, io)
+        converter.inference_output_type = getattr(tf, io)
     elif quant != "none":
         raise ValueError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
     return converter
 
 
-def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: int = 128) -> bytes:
+def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: int = 128,
+            io: str = "float32") -> bytes:
+    check_io(quant, io)
     representative = None
     if quant == "int8":
         if run is None:
@@ -116,6 +154,9 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
         if not records:
             raise ValueError(f"{run.folder}: the train split is empty; int8 needs calibration images")
         calib = float_inputs(graph, records)
+        # one pixel at 0 and one at 255: the input's calibrated range is exactly [0, 255], so its
+        # scale is 1 (zero point 0 as uint8, -128 as int8) and camera pixels are the quantized input
+        calib[0, 0, 0, :], calib[0, 0, 1, :] = 0.0, 255.0
 
         def representative():
             for x in calib:
@@ -125,7 +166,7 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
         graph.archive(float_only=True).write_out(tmp, verbose=False)
         with warnings.catch_warnings():  # the int8 calibrator uses tf.lite.Interpreter internally
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            return _converter(tmp, quant, representative).convert()
+            return _converter(tmp, quant, representative, io).convert()
 
 
 def op_summary(model_content: bytes) -> dict:
@@ -147,27 +188,44 @@ def op_summary(model_content: bytes) -> dict:
     return {"ops": dict(sorted(kinds.items())), "num_ops": len(ops), "float_ops": float_ops}
 
 
+def _io_text(quant: str, io: str) -> str:
+    if io == "float32":
+        return "float32 input and outputs" + (" (int8 inside)" if quant == "int8" else "")
+    return (f"{io} input and outputs (int8 inside): real = scale * (q - zero_point) with each tensor's "
+            f"quantization below; feed pixels q = round(p / scale) + zero_point")
+
+
 def tflite_description(graph: ServingGraph, run: Run, selection: Selection, quant: str, file: Path,
-                       content: bytes) -> dict:
+                       content: bytes, io: str = "float32") -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=content)
     runner_sig = interp.get_signature_list()
+    runner = interp.get_signature_runner("serving_default")
+    in_detail = runner.get_input_details()[FLOAT_INPUT]
+    image = {"dtype": np.dtype(in_detail["dtype"]).name,
+             "shape": [1, graph.input_size[0], graph.input_size[1], graph.channels],
+             "range": [0, 255], "color": colour_mode(graph.channels)}
+    answers = describe_answers(graph, selection)
+    if io != "float32":  # integer tensors: what an app needs to feed pixels and read answers
+        image["quantization"] = quantization(in_detail)
+        for name, detail in runner.get_output_details().items():
+            answers["outputs"][name]["dtype"] = np.dtype(detail["dtype"]).name
+            answers["outputs"][name]["quantization"] = quantization(detail)
     return {
         "format": "kerasface-tflite/1",
         "file": file.name,
         "quant": quant,
-        "io": "float32 input and outputs" + (" (int8 inside)" if quant == "int8" else ""),
+        "io": io,
+        "io_note": _io_text(quant, io),
         "signature": "serving_default",
         "signatures": runner_sig,
         **describe_source(run),
         "crop": selection.crop,
         **describe_input(graph),
-        "inputs": {FLOAT_INPUT: {"dtype": "float32", "shape": [1, graph.input_size[0], graph.input_size[1],
-                                                               graph.channels],
-                                 "range": [0, 255], "color": colour_mode(graph.channels)}},
+        "inputs": {FLOAT_INPUT: image},
         "preprocessing": describe_preprocessing(),
-        **describe_answers(graph, selection),
+        **answers,
         "size_bytes": len(content),
         "ops": op_summary(content),
         "run_config": run.config,
@@ -183,12 +241,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def export_tflite(run: Run, selection: Selection, quant: str, out: str | Path, samples: int = 128,
-                  log=print, graph: ServingGraph | None = None) -> Path:
+                  log=print, graph: ServingGraph | None = None, io: str = "float32") -> Path:
+    check_io(quant, io)
     out = Path(out)
     graph = graph or ServingGraph(selection)
-    log(f"converting serving_default of {', '.join(h.unit.name for h in graph.heads)} ({quant}) -> {out}")
-    content = convert(graph, quant, run, samples)
-    description = tflite_description(graph, run, selection, quant, out, content)
+    what = quant + ("" if io == "float32" else f", {io} I/O")
+    log(f"converting serving_default of {', '.join(h.unit.name for h in graph.heads)} ({what}) -> {out}")
+    content = convert(graph, quant, run, samples, io)
+    description = tflite_description(graph, run, selection, quant, out, content, io)
     if quant == "int8" and description["ops"]["float_ops"]:
         raise RuntimeError(f"{out}: int8 model still has float ops: {description['ops']['float_ops']}")
     _atomic_write(out, content)
@@ -206,19 +266,32 @@ def _interpreter(path: Path, threads: int):
 
 
 def run_tflite(path: Path, x: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
+    """Float [0, 255] images in, float outputs back, whatever the file's input/output types."""
     interp = _interpreter(path, threads)
     runner = interp.get_signature_runner("serving_default")
+    in_detail = runner.get_input_details()[FLOAT_INPUT]
+    out_details = runner.get_output_details()
+    xq = to_input(in_detail, x)
     outs: dict[str, list] = {}
-    for i in range(len(x)):
-        res = runner(**{FLOAT_INPUT: x[i:i + 1]})
+    for i in range(len(xq)):
+        res = runner(**{FLOAT_INPUT: xq[i:i + 1]})
         for k, v in res.items():
-            outs.setdefault(k, []).append(np.array(v[0]))
+            outs.setdefault(k, []).append(from_output(out_details[k], v[0]))
     return {k: np.stack(v) for k, v in outs.items()}
 
 
+def file_io(path: Path) -> str:
+    """The input tensor's type: float32, uint8 or int8."""
+    interp = _interpreter(path, 1)
+    return np.dtype(interp.get_signature_runner("serving_default").get_input_details()[FLOAT_INPUT]["dtype"]).name
+
+
 def latency_ms(path: Path, x: np.ndarray, threads: int, repeats: int = 50) -> dict:
+    """One image per call through the signature runner. An integer-input file gets its input
+    quantized before the clock starts (an app hands it camera pixels); outputs are not dequantized."""
     interp = _interpreter(path, threads)
     runner = interp.get_signature_runner("serving_default")
+    x = to_input(runner.get_input_details()[FLOAT_INPUT], x)
     for i in range(3):
         runner(**{FLOAT_INPUT: x[i % len(x):i % len(x) + 1]})
     times = []
@@ -266,7 +339,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
         for k, v in serve(tf.constant(x[i:i + 64])).items():
             keras_out.setdefault(k, []).append(v.numpy())
     keras_out = {k: np.concatenate(v) for k, v in keras_out.items()}
-    lite_out = run_tflite(path, x, threads=max(threads))
+    lite_out = run_tflite(path, x, threads=max(threads, default=2))
     attributes = {}
     for task in graph.tasks:
         k, t = keras_out[task.name], lite_out[task.name]
@@ -297,6 +370,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
     return {
         "file": str(path),
         "quant": meta.get("quant"),
+        "io": file_io(path),
         "size_bytes": path.stat().st_size,
         "images": len(records),
         "attributes": attributes,
@@ -305,7 +379,8 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
 
 
 def format_parity(report: dict) -> str:
-    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}), {report['images']} test images, "
+    io = "" if report.get("io", "float32") == "float32" else f", {report['io']} I/O"
+    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}{io}), {report['images']} test images, "
              f"{report['size_bytes'] / 1024:.1f} KiB"]
     lines.append(f"  {'attribute':<14}{'keras':>10}{'tflite':>10}{'agree':>8}{'max|diff|':>12}")
     for name, e in report["attributes"].items():
@@ -319,7 +394,8 @@ def format_parity(report: dict) -> str:
                          f"{e['max_abs_diff']:>12.2e}")
     lat = ", ".join(f"{n} thread{'s' if n != '1' else ''}: {v['mean']:.2f} ms/image (p50 {v['p50']:.2f})"
                     for n, v in report["latency_ms"].items())
-    lines.append(f"  latency: {lat}")
+    if lat:
+        lines.append(f"  latency: {lat}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,8 @@
-"""A .tflite export (described by FILE.tflite.json beside it), run by the LiteRT interpreter."""
+"""A .tflite export (described by FILE.tflite.json beside it), run by the LiteRT interpreter.
+
+Integer-I/O files (int8 exports with --io uint8|int8) get their float [0, 255] input quantized and
+their outputs dequantized with the tensors' own scale and zero point (kerasface.export.litert_io),
+so predict returns the same float answers as for a float-I/O file."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasface.export.litert_io import from_output, to_input
 from kerasface.faces.images import one_line
 from kerasface.predict.model import (FLOAT_INPUT, TFLITE_FORMAT_PREFIX, Model, ModelError, ModelInfo,
                                      check_outputs, check_shape, read_description)
@@ -14,7 +19,7 @@ from kerasface.predict.model import (FLOAT_INPUT, TFLITE_FORMAT_PREFIX, Model, M
 
 class TFLiteModel(Model):
     def __init__(self, path: str | os.PathLike, name: str | None = None, threads: int | None = None):
-        from kerasface.export.tflite import sidecar_path
+        from kerasface.export.litert_io import sidecar_path
 
         file = Path(path)
         where = str(file)
@@ -43,6 +48,8 @@ class TFLiteModel(Model):
         self._signature_shape = detail.get("shape_signature")
         self._batch = 1
         self._runner = runner
+        self._in_detail = detail
+        self._out_details = runner.get_output_details()
         default = file.name[: -len(".tflite")] if file.name.endswith(".tflite") else file.stem
         self.info = ModelInfo(name or default, where, "tflite", crop, size, channels, outputs)
 
@@ -57,12 +64,12 @@ class TFLiteModel(Model):
         self._batch = batch
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(x, np.float32)
+        x = to_input(self._in_detail, np.asarray(x, np.float32))
         dynamic = self._signature_shape is not None and int(self._signature_shape[0]) == -1
         if dynamic:
             try:
                 self._resize(len(x))
-                return {k: np.array(v) for k, v in self._runner(**{FLOAT_INPUT: x}).items()}
+                return {k: from_output(self._out_details[k], v) for k, v in self._runner(**{FLOAT_INPUT: x}).items()}
             except (RuntimeError, ValueError):
                 self._signature_shape = None  # the model does not take batches: one by one
                 self._resize(1)
@@ -70,5 +77,5 @@ class TFLiteModel(Model):
         outs: dict[str, list] = {}
         for i in range(len(x)):
             for k, v in self._runner(**{FLOAT_INPUT: x[i : i + 1]}).items():
-                outs.setdefault(k, []).append(np.array(v[0]))
+                outs.setdefault(k, []).append(from_output(self._out_details[k], v[0]))
         return {k: np.stack(v) for k, v in outs.items()}

@@ -563,3 +563,23 @@ def test_cli_as_a_program(bad_dir):
         timeout=120,
     )
     assert bad.returncode == 2 and "known:" in bad.stderr
+
+
+def test_detections_are_cached_per_file_until_it_changes(tmp_path, monkeypatch):
+    import os
+
+    from kerasface.faces import detect
+
+    calls = []
+    found = [detect.Face((10.0, 12.0, 30.0, 40.0), 0.99, ((1.0, 2.0),) * 5)]
+    monkeypatch.setattr(detect, "detect_faces", lambda image, **kw: calls.append(1) or found)
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"pixels")
+    image = np.zeros((8, 8, 3), np.uint8)
+    cache = tmp_path / "cache"
+    assert detect.detect_faces_cached(image, photo, cache) == found and len(calls) == 1
+    assert detect.detect_faces_cached(image, photo, cache) == found and len(calls) == 1  # from the cache
+    assert len(list(cache.glob("*.json"))) == 1 and not list(cache.glob("*.tmp"))
+    os.utime(photo, ns=(1, 1))  # the file changed: detected again
+    assert detect.detect_faces_cached(image, photo, cache) == found and len(calls) == 2
+    assert detect.detect_faces_cached(image, None, cache) == found and len(calls) == 3  # in-memory pixels

@@ -62,6 +62,7 @@ from kerasface.faces.images import ImageError, load_image, one_line
 
 
 SHOWN_SKIPS = 20  # skipped images the command line lists; the manifest lists them all
+DETECTIONS = ".detections"  # beside the converted folders: each photo's detected faces, for all its crops
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Job:
     quality: int
     cropped: bool = False  # the image is already a face crop: stored whole, no landmarks
     rule: str = "centre"  # which detected face, when the face has no landmarks and no box
+    detections: str = ""  # a folder remembering each photo's detected faces (faces.detect_faces_cached)
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,14 @@ def prepare(job: Job) -> Prepared:
         if image.ndim == 2 or image.shape[2] == 1:  # in-memory gray pixels: RGB, as load_image gives
             image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=2)
         if np.isnan(face.landmarks).any():  # a whole photo without annotations: detect the face
-            from kerasface.faces.detect import detect_and_crop
+            from kerasface.faces.detect import detect_and_crop, detect_faces_cached
 
+            # detected once per photo whatever the crop: the dataset's other crops read the cache
+            source = Path(job.root) / face.path if face.image is None else None
             # a given face box picks the detected face nearest it (and frames box-based schemes)
             found = detect_and_crop(image, job.crop, rule="box" if face.box else job.rule, box=face.box,
-                                    use_box=face.box is not None)
+                                    use_box=face.box is not None,
+                                    faces=detect_faces_cached(image, source, job.detections))
             if found is None:
                 return Prepared(job.index, job.split, face.path, None, (0, 0, 0), face.landmarks, face.labels,
                                 "no face found", face.listed_at)
@@ -197,7 +202,8 @@ def convert(
         splits = {name: faces[:limit] for name, faces in splits.items()}
     out = Path(out)
     jobs = [
-        Job(i, split, str(images), face, crop, image_format, quality, cropped, which_face)
+        Job(i, split, str(images), face, crop, image_format, quality, cropped, which_face,
+            detections=str(out.parent / DETECTIONS))
         for split, faces in splits.items()
         for i, face in enumerate(faces)
     ]

@@ -437,6 +437,7 @@ def detect_and_crop(
     *,
     use_box: bool = False,
     return_face: bool = False,
+    faces: Sequence[Face] | None = None,
     **detect_kwargs,
 ):
     """Detect faces, pick one by `rule` (see `select_faces`), crop it by `scheme`.
@@ -444,6 +445,7 @@ def detect_and_crop(
     image: a path, encoded bytes or an array (RGB uint8 or anything `to_rgb_uint8` takes).
     box: (x, y, width, height) for rule="box" (the dataset's given face box).
     detect_kwargs: min_face_size, score_threshold, stage_thresholds, max_side.
+    faces: the image's faces when already detected (detect_faces_cached); no detection then.
     Returns (crop, landmarks_in_crop) — plus the picked `Face` when return_face=True — or None
     when no face is found. Unreadable files raise `ImageError` naming the file.
     """
@@ -452,7 +454,7 @@ def detect_and_crop(
     CROPS.get(scheme)  # fail fast on an unknown scheme, before the costly detection
     rule = _normalise_rule(rule)
     rgb = _as_image(image)
-    faces = detect_faces(rgb, **detect_kwargs)
+    faces = detect_faces(rgb, **detect_kwargs) if faces is None else faces
     face = pick_face(faces, rule, image_shape=rgb.shape, box=box)
     if face is None:
         return None

@@ -124,7 +124,7 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     steps) and without the lr multipliers (0.1 on the convolutions protects pretrained layers;
     from random init it kept the demo nets at chance)."""
     models = {}
-    steps = {"model1": 150, "model2": 100, "model3": 150}
+    steps = {"model1": 120, "model2": 80, "model3": 120}
     for key, model in cfg.models.items():
         n = steps[key.rpartition("_")[2]]
         stages = tuple(dataclasses.replace(s, steps=n, batch_size=32, eval_every=n // 2, optimizer="adam", lr=1e-3,

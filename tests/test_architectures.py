@@ -32,6 +32,10 @@ TINY: dict[str, dict] = {
     "tcdcn_single": {"input_shape": (60, 60, 3), "heads": {"smile": 2}, "kwargs": {"width": 0.25}},
     # The paper's 48x48 grayscale input, two of its three task branches.
     "bknet": {"input_shape": (48, 48, 1), "heads": {"smile": 2, "emotion": 7}, "kwargs": {"width": 0.125}},
+    # wang: the paper's 112x96 at 1/16 of the widths; identity softmax + the 7-attribute
+    # regression head (with its extra FC); dropout on, as in the paper.
+    **{name: {"input_shape": (112, 96, 3), "heads": {"identity": 10, "attributes": 7},
+              "kwargs": {"width": 0.0625}} for name in ("wang_full", "wang_fast", "wang_variant")},
 }
 
 
@@ -359,3 +363,69 @@ def test_inception_imagenet_weights_load_from_keras_cache(tmp_path, monkeypatch)
     for a, b in zip(ours, theirs):
         for wa, wb in zip(a.get_weights(), b.get_weights()):
             np.testing.assert_array_equal(wa, wb)
+
+
+# ------------------------------------------------------------------------------------------------
+# wang_joint: Full / Fast / variant blocks at 112x96, CASIA-WebFace identities + 7 attributes.
+# ------------------------------------------------------------------------------------------------
+WANG_GROUPS = ((3, 64, (54, 46)), (4, 128, (26, 22)), (6, 256, (12, 10)), (3, 512, (5, 4)))
+
+
+def wang_count(convs_per_block: int, bypass_conv: bool, identities: int, attributes: int) -> int:
+    def unit(cin, cout):  # 3x3 conv without bias + BN + PReLU (one slope per channel)
+        return conv(3, cin, cout, bias=False) + bn(cout) + cout
+
+    total = unit(3, 32) + unit(32, 64) + unit(64, 128) + unit(128, 256) + unit(256, 512)
+    for blocks, filters, _ in WANG_GROUPS:
+        total += blocks * (convs_per_block + bypass_conv) * unit(filters, filters)
+    total += 5 * 4 * 512 * 1024 + bn(1024) + 1024  # fc + BN + PReLU = "features"
+    total += dense(1024, identities)  # head_identity
+    total += 1024 * 1024 + bn(1024) + 1024 + dense(1024, attributes)  # head_attributes_fc, head
+    return total
+
+
+def wang_multiply_adds(convs_per_block: int, identities: int, attributes: int) -> int:
+    macs = (9 * 3 * 32 * 110 * 94 + 9 * 32 * 64 * 108 * 92 + 9 * 64 * 128 * 52 * 44
+            + 9 * 128 * 256 * 24 * 20 + 9 * 256 * 512 * 10 * 8)
+    for blocks, filters, (h, w) in WANG_GROUPS:
+        macs += blocks * convs_per_block * 9 * filters * filters * h * w
+    return macs + 10240 * 1024 + 1024 * identities + 1024 * 1024 + 1024 * attributes
+
+
+def test_wang_full_and_fast_full_size_counts():
+    from kerasface.architectures import wang_resnet as wang
+    from kerasface.architectures.common import multiply_adds
+
+    heads = {"identity": 10_575, "attributes": 7}
+    full = ARCHITECTURES.get("wang_full")((112, 96, 3), heads)
+    fast = ARCHITECTURES.get("wang_fast")((112, 96, 3), heads)
+    assert full.count_params() == wang_count(3, False, 10_575, 7) == wang.WANG_FULL_PARAMS
+    assert fast.count_params() == wang_count(2, False, 10_575, 7) == wang.WANG_FAST_PARAMS
+    assert multiply_adds(full) == wang_multiply_adds(3, 10_575, 7) == wang.WANG_FULL_MULTIPLY_ADDS
+    assert multiply_adds(fast) == wang_multiply_adds(2, 10_575, 7) == wang.WANG_FAST_MULTIPLY_ADDS
+    variant = ARCHITECTURES.get("wang_variant")((112, 96, 3), heads)
+    assert variant.count_params() == wang_count(2, True, 10_575, 7)
+    same = ARCHITECTURES.get("wang_variant")((112, 96, 3), heads, block="full")
+    assert same.count_params() == full.count_params()
+    for model in (full, fast):
+        assert model.get_layer("features").output.shape[1:] == (1024,)
+        assert model.get_layer("res4_3_add").output.shape[1:] == (5, 4, 512)
+        # the extra FC feeds the attribute head only; the identity head reads the features
+        assert model.get_layer("head_attributes_fc").input.shape[1:] == (1024,)
+        assert "head_identity_fc" not in [layer.name for layer in model.layers]
+
+
+def test_wang_attribute_heads_option():
+    build = ARCHITECTURES.get("wang_fast")
+    model = build((112, 96, 3), {"identity": 5, "male": 2}, width=0.0625, attribute_heads=("male",),
+                  dropout=0.0)
+    names = [layer.name for layer in model.layers]
+    assert "head_male_fc" in names and "head_identity_fc" not in names
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+    with pytest.raises(ValueError, match="attribute_heads"):
+        build((112, 96, 3), {"identity": 5}, width=0.0625)  # default ("attributes",) absent
+    with pytest.raises(ValueError, match="block"):
+        ARCHITECTURES.get("wang_variant")((112, 96, 3), {"identity": 5}, block="deep",
+                                          attribute_heads=())
+    with pytest.raises(ValueError, match="at least"):
+        build((40, 40, 3), {"identity": 5}, attribute_heads=())

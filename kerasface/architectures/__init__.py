@@ -73,4 +73,5 @@ def copy_matching_weights(source, target, reinit_from: str = "") -> tuple[list[s
             kept.append(layer.name)
     return copied, kept
 
-from kerasface.architectures import bknet, cascade_cnn, flickr_resnet, inception, tcdcn, vgg_face  # noqa: E402,F401,E501
+from kerasface.architectures import (  # noqa: E402,F401  (registration)
+    bknet, cascade_cnn, flickr_resnet, inception, tcdcn, vgg_face, wang_resnet)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasface.config import PaperConfig, TaskConfig, fold_data, read_config, target_key, write_json
-from kerasface.data.pipeline import read_manifest
+from kerasface.data.pipeline import manifest_labels, read_manifest
 from kerasface.data.convert import describe_balance
 from kerasface.grids import write_grids
 from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
@@ -131,9 +131,22 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
     sources = unit_sources(unit_dir, record)
     data = fold_data(cfg.data, record.get("fold"))
     splits = evaluation_splits([{"name": s.name, "folder": s.folder} for s in sources])
-    saved = {}
+    # only the sources that label one of the unit's tasks are run (the split names stay those of
+    # every source, so the run's table lines up): flickr_depth's gender branch skips FER2013
+    wanted = {target_key(TaskConfig(t["name"], kind=t["kind"], label=t.get("label", ""))) for t in record["tasks"]}
+    labelling = [s for s in sources if wanted & set(s.tasks or manifest_labels(read_manifest(s.folder)))]
+    saved, not_run = {}, []
     for split in splits:
-        outputs, targets = predict_split(forward, data, sources, record["input_size"], record["channels"],
+        owner, _, name = split.rpartition("/")
+        chosen = [s for s in labelling if (s.name == owner if owner else name in read_manifest(s.folder)["splits"])]
+        if not chosen:
+            record[f"{split}_metrics"] = {t: {"count": 0} for t in names}
+            if ensemble:
+                record[f"{split}_ensemble_metrics"] = record[f"{split}_metrics"]
+            record[split] = {}
+            not_run.append(split)  # no predictions saved: ensembles skip it
+            continue
+        outputs, targets = predict_split(forward, data, chosen, record["input_size"], record["channels"],
                                          names, split)
         saved.update({f"{split}|output|{k}": v for k, v in outputs.items()})
         saved.update({f"{split}|target|{k}": v for k, v in targets.items()})
@@ -141,7 +154,7 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
         record[f"{split}_metrics"] = reports
         record[split] = {k: headline(v) for k, v in reports.items()}
         if ensemble:
-            runs = [predict_split(f, data, sources, record["input_size"], record["channels"], names, split)[0]
+            runs = [predict_split(f, data, chosen, record["input_size"], record["channels"], names, split)[0]
                     for f in ensemble]
             averaged = {k: kinds[k].average([r[k] for r in runs]) for k in names}
             record[f"{split}_ensemble_metrics"] = task_reports(averaged, targets, record["tasks"], record["input_size"])
@@ -150,7 +163,7 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
             for name, report in reports.items():
                 if "confusion" in report:
                     plot_confusion(report, f"{record['unit']} — {name} ({split})", unit_dir / f"confusion_{split.rpartition('/')[0] + '_' if '/' in split else ''}{name}.png")
-    record["evaluated"] = splits
+    record["evaluated"], record["not_run"] = splits, not_run
     save_predictions(unit_dir / PREDICTIONS, saved)
     plot_history(record.get("history", []), unit_dir / "curves.png")
     write_json(unit_dir / "unit.json", record)
@@ -283,7 +296,8 @@ def evaluate_ensembles(run_dir: Path, cfg: PaperConfig, records: list[dict],
         task_cfg = TaskConfig(task_name, kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
                               label=task.get("label", ""))
         kind = head_kind(task_cfg.kind)
-        splits = [s for s in evaluated_splits(chosen[0]) if all(s in evaluated_splits(r) for r in chosen)]
+        splits = [s for s in evaluated_splits(chosen[0])
+                  if all(s in evaluated_splits(r) and s not in r.get("not_run", ()) for r in chosen)]
         results[name] = {"task": task_name, "members": [r["unit"] for r in chosen]}
         for split in splits:
             loaded = [load_predictions(run_dir / "models" / r["unit"] / PREDICTIONS, split) for r in chosen]

@@ -6,7 +6,7 @@ Data:     $KERASFACE_IDENTITY_FOLDERS (CASIA-WebFace layout <id>/<nnn>.jpg), $KE
           $KERASFACE_FER2013; verification on $KERASFACE_LFW (lfw/<name>/<name>_NNNN.jpg + pairs.txt)
 Real faces here: python -m kerasface.train --paper=flickr_depth:real_here   (trunk on synthetic identities,
           the depth grid on real MTFL gender/smile and FER2013 emotion)
-Demo:     python -m kerasface.train --paper=flickr_depth --demo
+Demo:     python -m kerasface.train --paper=flickr_depth --demo   (gender, emotion x conv19, conv_bn320, fc)
 Verify:   python -m kerasface.verify models/flickr_depth_demo/1 --lfw data/demo/lfw
 
 The recipe, as model keys of one run:
@@ -53,6 +53,7 @@ POINTS = ("conv17", "conv19", "conv21", "conv22", "conv_bn320", "fc")
 # task -> (the dataset it trains on, classes)
 TASKS = {"gender": ("mtfl", 2), "smile": ("mtfl", 2), "emotion": ("fer2013", 7)}
 IDENTITIES = (SourceConfig("identity_folders"),)
+DEMO_TASKS, DEMO_POINTS = ("gender", "emotion"), ("conv19", "conv_bn320", "fc")
 SOURCES = IDENTITIES + (SourceConfig("mtfl", tasks=("gender", "smile")), SourceConfig("fer2013", tasks=("emotion",)))
 # Fig. 3 (validation accuracy after convergence); smile is not in the paper
 PAPER_GRID = {"emotion": (0.44, 0.68, 0.30, 0.34, 0.42, 0.44), "gender": (0.98, 0.94, 0.98, 0.95, 0.97, 0.99)}
@@ -122,10 +123,19 @@ def scaled(cfg: PaperConfig, size: int, width: float, identity_steps: int, branc
 
 def demo_config(cfg: PaperConfig) -> PaperConfig:
     """Synthetic identities (a CASIA-format tree), the MTFL and FER2013 demo sets and an LFW-format
-    demo set; 1/8 width at 64x64, a few hundred identity steps, tens per branch."""
+    demo set; 1/8 width at 64x64, a few hundred identity steps, tens per branch; gender and emotion
+    at three branch points (conv19, conv_bn320, fc)."""
     cfg = scaled(cfg, size=64, width=0.125, identity_steps=300, branch_steps=40, batch=32, note="demo")
     data = dataclasses.replace(cfg.data, deterministic=True, num_shards=1)
-    return dataclasses.replace(cfg, data=data, demo=True)
+    # the grid's corners only (emotion's and gender's best depths in the paper and the bottleneck),
+    # to stay within minutes; the full grid is the recipe's and real_here's
+    models = {k: m for k, m in cfg.models.items() if k == "identity" or k.split("_", 1)[1] in DEMO_POINTS
+              and k.split("_", 1)[0] in DEMO_TASKS}
+    keep = set(models)
+    return dataclasses.replace(cfg, data=data, demo=True, models=models,
+                               grids={t: {k: v for k, v in g.items() if k in keep} for t, g in cfg.grids.items()},
+                               branches={t: tuple(k for k in c if k in keep) for t, c in cfg.branches.items()
+                                         if any(k in keep for k in c)})
 
 
 def real_here_config(cfg: PaperConfig) -> PaperConfig:

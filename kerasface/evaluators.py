@@ -422,3 +422,56 @@ def megaface(probes: np.ndarray, probe_ids, distractors, ranks: Sequence[int] = 
     with protocol "megaface" and the probes as their own gallery. Rank-1 and TAR at FAR 1e-6 are
     the two numbers wang_joint reports."""
     return identification(probes, probe_ids, None, None, distractors, ranks, fars, protocol="megaface", **kwargs)
+
+
+# ----------------------------------------------------------------------------- attributes (Table 4 style)
+
+WANG_ATTRIBUTES = ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin", "High_Cheekbones", "Male")
+# wang_joint Table 4: accuracy on 1,000 FaceScrub images labelled by three annotators
+WANG_TABLE4 = {
+    "MOON": {"Narrow_Eyes": 0.834, "Big_Nose": 0.710, "Pointy_Nose": 0.705, "Chubby": 0.933,
+             "Double_Chin": 0.948, "High_Cheekbones": 0.741, "Male": 0.969},
+    "Ours": {"Narrow_Eyes": 0.856, "Big_Nose": 0.753, "Pointy_Nose": 0.739, "Chubby": 0.935,
+             "Double_Chin": 0.967, "High_Cheekbones": 0.768, "Male": 0.973},
+}
+
+
+@evaluator("attributes")
+def attributes(target: np.ndarray, predicted: np.ndarray, names: Sequence[str] = (), *, threshold: float = 0.5,
+               select: Sequence[str] | None = None, reported: dict | None = None) -> dict:
+    """Accuracy per attribute: predicted[:, i] >= threshold means present (0.5 for the MSE-trained
+    0/1 scores of a `regression` head; pass 0.0 for the logits of a `multilabel` head). Targets are
+    0/1; -1 or NaN is unknown and not counted. `select` picks attributes by name from a wider output
+    (the seven of wang_joint from CelebA's 40). `reported`: {column: {attribute: accuracy}} printed
+    beside ours in `table` (markdown), e.g. WANG_TABLE4."""
+    target = np.asarray(target, np.float64)
+    predicted = np.asarray(predicted, np.float64)
+    names = list(names) or [str(i) for i in range(predicted.shape[-1])]
+    if target.shape != predicted.shape or len(names) != predicted.shape[-1]:
+        raise ValueError(f"attributes: target {target.shape}, predicted {predicted.shape} and {len(names)} names "
+                         "do not match")
+    columns = list(range(len(names)))
+    if select is not None:
+        missing = [a for a in select if a not in names]
+        if missing:
+            raise ValueError(f"attributes: {', '.join(missing)} not among the outputs ({', '.join(names)})")
+        columns = [names.index(a) for a in select]
+    per, counts = {}, {}
+    for c in columns:
+        known = np.isfinite(target[:, c]) & (target[:, c] >= 0)
+        counts[names[c]] = int(known.sum())
+        per[names[c]] = float(np.mean((predicted[known, c] >= threshold) == (target[known, c] >= 0.5))) \
+            if known.any() else 0.0
+    mean = float(np.mean(list(per.values()))) if per else 0.0
+    reported = reported or {}
+    head = "| attribute | this run | " + " | ".join(f"paper: {k}" for k in reported) + " |"
+    lines = [head, "|" + " --- |" * (2 + len(reported))]
+    for name, acc in per.items():
+        paper = [f"{100 * v[name]:.2f}%" if name in v else "" for v in reported.values()]
+        lines.append(f"| {name} | {100 * acc:.2f}% | " + " | ".join(paper) + " |")
+    lines.append(f"| mean | {100 * mean:.2f}% | " + " | ".join(
+        f"{100 * np.mean([v[n] for n in per if n in v]):.2f}%" if any(n in v for n in per) else ""
+        for v in reported.values()) + " |")
+    return {"accuracy": mean, "mean_accuracy": mean, "per_attribute": per, "count": counts,
+            "threshold": float(threshold), "table": "\n".join(lines),
+            "reported": {k: {n: float(v[n]) for n in per if n in v} for k, v in reported.items()}}

@@ -136,3 +136,20 @@ def test_rank_counts_both_strategies_count_strictly_higher():
     assert [b.shape[0] for b in embedding_batches(np.zeros((10, 3)), 4)] == [4, 4, 2]
     with pytest.raises(ValueError, match="shape"):
         list(embedding_batches(np.zeros(5)))
+
+
+def test_attribute_accuracy_table_beside_the_paper():
+    from kerasface.evaluators import WANG_ATTRIBUTES, WANG_TABLE4, attributes
+
+    target = np.array([[1, 0, 1], [0, 0, 1], [1, 1, -1], [0, 1, 0]], np.float64)
+    scores = np.array([[0.9, 0.2, 0.5], [0.6, 0.1, 0.49], [0.7, 0.4, 0.0], [0.1, 0.8, 0.3]])
+    r = attributes(target, scores, ["Male", "Chubby", "Big_Nose"], reported=WANG_TABLE4)
+    # Male: 1,0,1,0 vs >=0.5: 1,1,1,0 -> 3/4; Chubby: 0,0,1,1 vs 0,0,0,1 -> 3/4;
+    # Big_Nose: 1,1,?,0 vs 1,0,-,0 -> 2/3 (the unknown is not counted; 0.5 counts as present)
+    assert r["per_attribute"] == {"Male": 0.75, "Chubby": 0.75, "Big_Nose": pytest.approx(2 / 3)}
+    assert r["count"] == {"Male": 4, "Chubby": 4, "Big_Nose": 3}
+    assert "| Male | 75.00% | 96.90% | 97.30% |" in r["table"]
+    logits = attributes(target, scores - 0.5, ["Male", "Chubby", "Big_Nose"], threshold=0.0, select=["Male"])
+    assert logits["per_attribute"] == {"Male": 0.75} and set(WANG_ATTRIBUTES) == set(WANG_TABLE4["Ours"])
+    with pytest.raises(ValueError, match="Narrow_Eyes"):
+        attributes(target, scores, ["Male", "Chubby", "Big_Nose"], select=WANG_ATTRIBUTES)

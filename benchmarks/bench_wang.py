@@ -82,7 +82,7 @@ def main() -> int:
         path = work / f"distractors_{n}.npy"
         write_distractors(path, n, args.dim, seed=n)
         streamed_s, streamed_peak, streamed = timed(
-            lambda: megaface(probes, ids, str(path), batch_size=args.batch_size), args.repeats)
+            lambda path=path: megaface(probes, ids, str(path), batch_size=args.batch_size), args.repeats)
         need_gb = (n * args.dim * (4 + 8) + len(ids) * n * 8 * 2) / 1e9
         if need_gb > args.max_memory_gb:
             print(f"{n:>12,} {'skipped':>12} {streamed_s:>11.2f} {'':>11} {'':>13} {streamed_peak / 1e6:>12.0f} "
@@ -91,7 +91,7 @@ def main() -> int:
             path.unlink()
             continue
 
-        def in_memory():
+        def in_memory(path=path):
             whole = np.load(path)
             return megaface(probes, ids, whole, batch_size=len(whole))
 

@@ -113,3 +113,20 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     assert "no output answers Wings" in capsys.readouterr().err
     assert main(["fake", "--root", str(tmp_path / "tree"), "--strict", "--out", str(tmp_path / "t.txt"),
                  "--no-progress"]) == 1 and not (tmp_path / "t.txt").exists()
+
+
+def test_detect_mode_finds_the_face_and_skips_an_image_without_one(tmp_path):
+    """--faces detect: MTCNN finds the astronaut's face, the model's crop scheme is cut by the
+    predictor; a flat grey image has no face and is skipped with that reason."""
+    import skimage
+
+    root = tmp_path / "tree"
+    (root / "astro").mkdir(parents=True)
+    Image.fromarray(skimage.data.astronaut()).save(root / "astro" / "1.png")
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(root / "astro" / "2.png")
+    model = FakeCelebA()
+    model.info.crop = "wang_112x96"
+    summary = label_attributes(model, root, faces="detect", attributes=["Male"])
+    assert summary["labelled"] == 1 and summary["failed"] == [{"path": "astro/2.png", "reason": "no face found"}]
+    names, labels = read_labels(root / "attributes.txt")
+    assert names == ("Male",) and set(labels) == {"astro/1.png"} and model.seen == [1]

@@ -130,3 +130,24 @@ def test_detect_mode_finds_the_face_and_skips_an_image_without_one(tmp_path):
     assert summary["labelled"] == 1 and summary["failed"] == [{"path": "astro/2.png", "reason": "no face found"}]
     names, labels = read_labels(root / "attributes.txt")
     assert names == ("Male",) and set(labels) == {"astro/1.png"} and model.seen == [1]
+
+
+@pytest.mark.slow
+def test_a_run_folder_is_exported_and_labels_the_tree(tmp_path_factory):
+    """MODEL = a training run folder (tests/run_fixture.py: smile and gender heads): exported to a
+    temporary SavedModel, run on the tree's images; a head named after the attribute answers it
+    (classification: the probability of its second class, "smiling" / "male")."""
+    import run_fixture
+
+    run = run_fixture.cached_run(tmp_path_factory.getbasetemp())
+    root = tmp_path_factory.mktemp("tree")
+    rng = np.random.default_rng(0)
+    for ident in ("p1", "p2"):
+        for k in range(3):
+            (root / ident).mkdir(exist_ok=True)
+            Image.fromarray(run_fixture.make_image(rng, smile=k % 2, gender=0)).save(root / ident / f"{k}.jpg")
+    summary = label_attributes(run, root, attributes=["smile", "gender"])
+    names, labels = read_labels(root / "attributes.txt")
+    assert names == ("smile", "gender") and summary["labelled"] == 6 and summary["skipped"] == 0
+    for ident in ("p1", "p2"):  # the vote made each identity's labels one
+        assert len({labels[f"{ident}/{k}.jpg"] for k in range(3)}) == 1

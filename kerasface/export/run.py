@@ -61,6 +61,7 @@ class Unit:
     val: dict[str, Any] = field(default_factory=dict)  # TASK -> number or metric dict
     test: dict[str, Any] = field(default_factory=dict)
     records: Path | None = None  # the TFRecords folder of the unit's crop (unit.json "records")
+    sources: tuple[Path, ...] = ()  # every data source's folder (unit.json "sources"), records first
 
     @property
     def model_path(self) -> Path:
@@ -94,12 +95,12 @@ class Run:
         preferring a unit of `crop`."""
         units = sorted(self.units.values(), key=lambda u: (crop is not None and u.crop != crop, u.name))
         for unit in units:
-            if unit.records is None:
-                continue
-            folder = unit.records if unit.records.is_absolute() or unit.records.exists() else self.folder / unit.records
-            shards = sorted(str(p) for p in folder.glob(f"{split}-*.tfrecord"))
-            if shards:
-                return shards
+            # the first source with the split: an identity tree has no test split, its MTFL beside it has
+            for recorded in dict.fromkeys(([unit.records] if unit.records else []) + list(unit.sources)):
+                folder = recorded if recorded.is_absolute() or recorded.exists() else self.folder / recorded
+                shards = sorted(str(p) for p in folder.glob(f"{split}-*.tfrecord"))
+                if shards:
+                    return shards
         raise RunError(f"{self.folder}: no {split!r} shards found in the units' TFRecords folders (unit.json \"records\")")
 
 
@@ -174,6 +175,7 @@ def _parse_unit(folder: Path, metrics: dict, config: dict | None = None) -> Unit
         val=val,
         test=test,
         records=Path(data["records"]) if data.get("records") else None,
+        sources=tuple(Path(e["folder"]) for e in data.get("sources") or () if e.get("folder")),
     )
 
 

@@ -84,7 +84,7 @@ def grid_models(base: ModelConfig, tasks=TASKS, points=POINTS) -> dict[str, Mode
 
 
 def flickr_depth() -> PaperConfig:
-    base = ModelConfig(arch="flickr_resnet", input_size=224, arch_kwargs={"init_std": 0.1})  # variance 0.01
+    base = ModelConfig(arch="flickr_resnet", input_size=224, arch_kwargs={"init_std": 0.1, "width": 1.0})  # variance 0.01
     identity = dataclasses.replace(base, tasks=(TaskConfig("identity", kind="embedding", num_classes=0),),
                                    stages=(identity_stage(),),
                                    description="the base network as an identity softmax (Fig. 2)")

@@ -30,6 +30,9 @@ def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size) ->
     for task in tasks:
         cfg = TaskConfig(task["name"], kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
                          label=task.get("label", ""))
+        if target_key(cfg) not in targets:  # none of the split's sources labels it
+            reports[cfg.name] = {"count": 0}
+            continue
         reports[cfg.name] = head_kind(cfg.kind).report(cfg, outputs[cfg.name], targets[target_key(cfg)],
                                                        task.get("labels") or [], input_size)
     return reports
@@ -152,7 +155,7 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
         saved.update({f"{split}|target|{k}": v for k, v in targets.items()})
         reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
         record[f"{split}_metrics"] = reports
-        record[split] = {k: headline(v) for k, v in reports.items()}
+        record[split] = {k: headline(v) for k, v in reports.items() if v.get("count", 1)}
         if ensemble:
             runs = [predict_split(f, data, chosen, record["input_size"], record["channels"], names, split)[0]
                     for f in ensemble]

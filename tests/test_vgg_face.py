@@ -6,6 +6,8 @@ fc6 on a channels-last flatten). Random weights: a wrong channel or flattening o
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -246,8 +248,12 @@ def test_missing_and_mismatched_files(tmp_path, monkeypatch):
 def test_recipe_without_the_weights_fails_before_training_anything(tmp_path, monkeypatch, capsys):
     from kerasface.train import main
 
+    from kerasface.data import DATASETS
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setenv("KERASFACE_CELEBA", str(tmp_path))
+    found = lambda root=None: tmp_path  # noqa: E731  the datasets are found (checked first), the weights not
+    for name in ("celeba", "fotw"):
+        monkeypatch.setitem(DATASETS._items, name, dataclasses.replace(DATASETS.get(name), resolve_root=found))
     run_dir = tmp_path / "run"
     assert main(["--paper=gnet_snet", "--run-dir", str(run_dir), "--no-progress"]) != 0
     err = capsys.readouterr().err

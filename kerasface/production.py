@@ -45,7 +45,8 @@ def assemble_production(run_dir: Path, cfg: PaperConfig) -> Path | None:
     if not cfg.branches:
         return None
     from kerasface.architectures import load_trained_model
-    from kerasface.architectures.branching import branched_model, multiply_adds
+    from kerasface.architectures.branching import branched_model
+    from kerasface.architectures.common import multiply_adds
     from kerasface.evaluate import evaluate_unit
     from kerasface.inference import inference_fn
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import keras
 
-from kerasface.architectures.common import multiply_adds  # noqa: F401  (re-exported: the production report)
-
 
 def _source(tensor) -> str:
     """The name of the layer that produced a symbolic tensor (all layers here have one output)."""

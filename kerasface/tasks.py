@@ -9,6 +9,10 @@ exporters and predict ask the kind instead of testing names, so a new kind is on
                   label: a vector of 0/1, -1 where unknown
   regression      `num_classes` real values (age; wang_joint's attribute scores), squared error;
                   label: a float vector, NaN where unknown (a 0/1 multilabel label is read as floats)
+  attribute_scores
+                  `num_classes` binary attributes regressed as 0/1 values with squared error
+                  (wang_joint's MSE attribute head); label: a 0/1 vector, -1 where unknown;
+                  reported as accuracy per attribute, a score >= 0.5 meaning present
   landmarks       the five points as 10 fractions of the input width/height, TCDCN's squared error
   embedding       an identity softmax trained like classification, whose normalised penultimate
                   features ("features" layer) are what gets exported and compared (verification)
@@ -107,6 +111,17 @@ def _accuracy(output: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(output[keep].argmax(-1) == target[keep])) if keep.any() else 0.0
 
 
+def _attribute_accuracy(target, present, global_batch):
+    """The mean share of known (>= 0) attributes answered right, summed over the replica's batch."""
+    import tensorflow as tf
+
+    target = tf.cast(target, tf.int32)
+    known = tf.cast(target >= 0, tf.float32)
+    hit = tf.cast(tf.cast(present, tf.int32) == target, tf.float32) * known
+    per_example = tf.reduce_sum(hit, -1) / tf.maximum(tf.reduce_sum(known, -1), 1.0)
+    return tf.reduce_sum(per_example) / global_batch
+
+
 @_register
 class Classification(HeadKind):
     name = "classification"
@@ -169,12 +184,7 @@ class Multilabel(HeadKind):
         return masked_sigmoid_cross_entropy(target, output, global_batch)
 
     def batch_accuracy(self, task, target, output, global_batch):
-        import tensorflow as tf
-
-        known = tf.cast(target >= 0, tf.float32)
-        hit = tf.cast(tf.cast(output > 0, tf.int32) == target, tf.float32) * known
-        per_example = tf.reduce_sum(hit, -1) / tf.maximum(tf.reduce_sum(known, -1), 1.0)
-        return tf.reduce_sum(per_example) / global_batch
+        return _attribute_accuracy(target, output > 0, global_batch)
 
     def score(self, task, output, target):
         return self.report(task, output, target, (), ())["mean_accuracy"]
@@ -232,6 +242,31 @@ class Regression(HeadKind):
     def read(self, values, labels):
         vals = np.asarray(values, np.float64).ravel()
         return {"values": {str(k): float(v) for k, v in zip(labels, vals)}}
+
+
+@_register
+class AttributeScores(Regression):
+    """Binary attributes learnt as regression targets (MSE on 0/1), judged as classifications."""
+
+    name = "attribute_scores"
+    evaluator = "attributes"
+    label_types = ("multilabel",)
+    counts_in_score = True
+
+    def batch_accuracy(self, task, target, output, global_batch):
+        return _attribute_accuracy(target, output >= 0.5, global_batch)
+
+    # the Table 4 report: accuracy per attribute at 0.5 (HeadKind.report without a threshold)
+    report = HeadKind.report
+    score, summary, detail = Multilabel.score, Multilabel.summary, Multilabel.detail
+
+    def meaning(self, labels):
+        return "one score per attribute in the order of labels, trained towards 1 (present) and 0 (absent)"
+
+    def read(self, values, labels):
+        scores = np.asarray(values, np.float64).ravel()
+        return {"values": {str(k): float(v) for k, v in zip(labels, scores)},
+                "present": [str(k) for k, v in zip(labels, scores) if v >= 0.5]}
 
 
 @_register

@@ -22,7 +22,7 @@ def targets_for(kind: str, n: int, units: int):
     if kind in ("classification", "embedding"):
         labels = RNG.integers(0, units, n).astype(np.int32)
         labels[:2] = -1
-    elif kind == "multilabel":
+    elif kind in ("multilabel", "attribute_scores"):
         labels = RNG.integers(0, 2, (n, units)).astype(np.int32)
         labels[0, :] = -1
     elif kind == "regression":
@@ -33,7 +33,7 @@ def targets_for(kind: str, n: int, units: int):
     return labels
 
 
-UNITS = {"classification": 3, "multilabel": 4, "regression": 2, "landmarks": 10, "embedding": 6}
+UNITS = {"classification": 3, "multilabel": 4, "attribute_scores": 4, "regression": 2, "landmarks": 10, "embedding": 6}
 
 
 @pytest.mark.parametrize("kind_name", HEAD_KINDS.names())
@@ -72,6 +72,8 @@ def test_every_head_kind_trains_scores_reports_exports_and_reads(kind_name):
         np.testing.assert_allclose(np.linalg.norm(exported, axis=-1), 1.0, rtol=1e-5)
     else:
         assert exported.shape == (16, units)
+    if kind_name == "attribute_scores":  # 30 steps towards the 0/1 targets: well above chance (0.5)
+        assert score >= 0.7 and set(reading["values"]) == set(labels), score
     if kind_name == "classification":
         np.testing.assert_allclose(exported.sum(-1), 1.0, rtol=1e-5)
         assert reading["label"] in labels and set(reading["probabilities"]) == set(labels)

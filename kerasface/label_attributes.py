@@ -30,8 +30,8 @@ image has been seen, so the file exists only when complete:
     0000045/001.jpg 0 1 0 0 0 1 1
     0000045/002.jpg 0 1 0 0 0 1 1
 line 1 the attribute names, then one line per labelled image: its path relative to the root (forward
-slashes), one 0/1 per attribute, in the header's order; images sorted by path. Read it back with
-`read_labels(path)`.
+slashes), one 0/1 per attribute (-1: unknown), in the header's order; images sorted by path. Read
+it back with `read_labels(path)`; kerasface.data.identity_folders reads it as the label `attributes`.
 
 Resumable: progress goes to `<out>.partial` (JSON lines: a header {"attributes", "model"}, then per
 image {"path", "scores"} or {"path", "error"}), appended and flushed batch by batch; a rerun (after
@@ -108,7 +108,7 @@ def list_identity_images(root: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 def read_labels(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
-    """An attribute file -> (attribute names, {relative path: 0/1 values})."""
+    """An attribute file -> (attribute names, {relative path: 0/1 values, -1 where unknown})."""
     path = Path(path)
     lines = path.read_text().splitlines()
     if not lines:
@@ -119,8 +119,8 @@ def read_labels(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[str, tup
         if not line.strip():
             continue
         rel, *values = line.rsplit(" ", len(names))
-        if len(values) != len(names) or any(v not in ("0", "1") for v in values):
-            raise ValueError(f"{path}:{n}: expected a path and {len(names)} values 0/1, got {line!r}")
+        if len(values) != len(names) or any(v not in ("0", "1", "-1") for v in values):
+            raise ValueError(f"{path}:{n}: expected a path and {len(names)} values 0/1 (-1: unknown), got {line!r}")
         labels[rel] = tuple(int(v) for v in values)
     return names, labels
 

@@ -79,6 +79,52 @@ def test_identity_folders_labels_and_identity_level_split(tmp_path):
         read_identity_splits(empty)
 
 
+def test_identity_attributes_file_labels_listed_images_and_masks_the_rest(tmp_path):
+    from kerasface.label_attributes import write_labels
+
+    root = tmp_path / "tree"
+    _casia(root, {"0000045": 2, "0000099": 2})
+    names = ("Big_Nose", "Male")
+    write_labels(root / "attributes.txt", names, [("0000045/001.jpg", (1, 0)), ("0000099/002.jpg", (-1, 1))])
+    spec = DATASETS.get("identity_folders")
+    labels = spec.label_specs_for(root)
+    assert labels["attributes"].type == "multilabel" and labels["attributes"].names == names
+    faces = {f.path: f.labels for faces in spec.splits(root, 0.2, 0).values() for f in faces}
+    assert faces["0000045/001.jpg"] == {"identity": 0, "attributes": (1, 0)}
+    assert faces["0000099/002.jpg"] == {"identity": 1, "attributes": (-1, 1)}
+    assert faces["0000045/002.jpg"]["attributes"] == (-1, -1)  # not listed: unknown, no loss
+    assert spec.source_files(root) == [root / "attributes.txt"]  # a changed file reconverts the tree
+    assert "attributes" not in spec.label_specs_for(root, {"attributes": "none"})
+    assert all("attributes" not in f.labels for f in spec.splits(root, 0.2, 0, {"attributes": "none"})["train"])
+    with pytest.raises(IdentityFoldersFormatError, match="missing.txt: --attributes names no file"):
+        spec.splits(root, 0.2, 0, {"attributes": "missing.txt"})
+    (root / "bad.txt").write_text("Big_Nose Male\n0000045/001.jpg 1 2\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected a path and 2 values"):
+        spec.splits(root, 0.2, 0, {"attributes": "bad.txt"})
+
+
+def test_demo_identity_attributes_are_true_to_each_drawn_person(tmp_path):
+    from kerasface.data.identity_folders import DEMO_ATTRIBUTES, demo_attributes
+    from kerasface.data.synthetic import person_traits, render_face
+    from kerasface.label_attributes import read_labels
+
+    root = write_demo_identity_folders(tmp_path / "demo", num_identities=24, per_identity=2, size=32, seed=2)
+    names, rows = read_labels(root / "attributes.txt")
+    assert names == DEMO_ATTRIBUTES and len(rows) == 48
+    by_person = {}
+    for rel, values in rows.items():
+        by_person.setdefault(rel.split("/")[0], set()).add(values)
+    assert all(len(v) == 1 for v in by_person.values())  # one label set per identity
+    values = np.array([next(iter(v)) for v in by_person.values()])
+    assert (values[:, 4:6] == -1).all()  # never drawn: unknown
+    known = values[:, [0, 1, 2, 3, 6]]
+    assert set(np.unique(known)) == {0, 1} and 0 < known.mean() < 1
+    # the traits are the ones the renderer draws for that person
+    traits = person_traits(12345)
+    info = render_face(np.random.default_rng(5), (64, 64), identity=12345)[2]
+    assert demo_attributes(traits)[6] == int(info["gender"] == 1)
+
+
 def test_demo_identity_folders_same_person_varied_photos(tmp_path):
     from kerasface.data.synthetic import render_face
 

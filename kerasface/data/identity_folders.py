@@ -10,6 +10,13 @@ Every folder under the root is one identity; the images in it (.jpg, .jpeg, .png
 label, `identity` (LabelSpec type "identity"): the 0-based index of the folder among the root's
 folders sorted by name; the label's names are the folder names, so index i is folder names[i].
 
+Attributes (wang_joint): a file of per-image attribute labels beside the tree, as
+`python -m kerasface.label_attributes` writes it (a header of attribute names, then
+`<identity>/<image> 0 1 ...`; -1 = unknown), adds the label `attributes` (LabelSpec type
+"multilabel", the header's names) to every image: its row, or all -1 (unknown: no loss) for an
+image the file does not list. Reader option `attributes`: the file, relative to the root or
+absolute; default `attributes.txt` in the root when it exists; `none` ignores it.
+
 Split (identity-level, as the identity networks of the papers hold out images of the training
 identities): each identity keeps the reader option `val_per_identity` images (default 5), picked
 by a seeded permutation, for validation and the rest for training; an identity with fewer than
@@ -45,8 +52,11 @@ CASIA_IDENTITIES = 10575
 # the tree itself (labels_of); the count here is CASIA-WebFace's.
 LABELS = {LABEL: {"type": "identity", "count": CASIA_IDENTITIES}}
 DEFAULT_VAL_PER_IDENTITY = 5
+ATTRIBUTES_FILE = "attributes.txt"  # where kerasface.label_attributes writes them
 OPTIONS = {"val_per_identity": f"validation images kept per identity (default {DEFAULT_VAL_PER_IDENTITY}); "
-                               "identities with fewer than twice as many go all to training"}
+                               "identities with fewer than twice as many go all to training",
+           "attributes": f"per-image attribute labels (kerasface.label_attributes' file), relative to the root; "
+                         f"default {ATTRIBUTES_FILE} in the root when it exists, 'none' to ignore it"}
 
 
 class IdentityFoldersFormatError(FormatError):
@@ -74,8 +84,30 @@ def identity_label(names) -> dict:
     return {"type": "identity", "names": names, "count": len(names)}
 
 
+def attributes_file(root: Path, option: str | None = None) -> Path | None:
+    """The attribute file the reader option names (None: no attributes)."""
+    if option == "none":
+        return None
+    path = Path(root) / (option or ATTRIBUTES_FILE)  # an absolute option replaces the root
+    if option and not path.is_file():
+        raise IdentityFoldersFormatError(f"{path}: --attributes names no file")
+    return path if path.is_file() else None
+
+
+def read_attributes(root: Path, option: str | None = None) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
+    """(attribute names, {relative image path: values}) of the tree's attribute file; ((), {}) without one."""
+    from kerasface.label_attributes import read_labels
+
+    path = attributes_file(root, option)
+    return read_labels(path) if path is not None else ((), {})
+
+
 def labels_of(root: Path, options: dict) -> dict:
-    return {LABEL: identity_label(p.name for p in identity_folders(root))}
+    labels = {LABEL: identity_label(p.name for p in identity_folders(root))}
+    names, _ = read_attributes(root, options.get("attributes"))
+    if names:
+        labels["attributes"] = {"type": "multilabel", "names": names}
+    return labels
 
 
 def _val_per_identity(value) -> int:
@@ -98,18 +130,22 @@ def split_identity(count: int, keep: int, rng: np.random.Generator) -> tuple[lis
 
 
 def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0,
-                val_per_identity=DEFAULT_VAL_PER_IDENTITY) -> dict[str, list[FaceAnnotation]]:
+                val_per_identity=DEFAULT_VAL_PER_IDENTITY, attributes: str | None = None) -> dict[str, list[FaceAnnotation]]:
     """{"train": faces, "val": faces}: every image of every identity folder (see the module notes)."""
     root = Path(root)
     keep = _val_per_identity(DEFAULT_VAL_PER_IDENTITY if val_per_identity is None else val_per_identity)
+    names, rows = read_attributes(root, attributes)
+    unknown = (-1,) * len(names)
     rng = np.random.default_rng(seed)
     splits: dict[str, list[FaceAnnotation]] = {"train": [], "val": []}
     for index, folder in enumerate(identity_folders(root)):
         images = identity_images(folder)
         train, val = split_identity(len(images), keep, rng)
         for split, members in (("train", train), ("val", val)):
-            splits[split].extend(FaceAnnotation(images[i].relative_to(root).as_posix(), NO_LANDMARKS, {LABEL: index})
-                                 for i in members)
+            for i in members:
+                rel = images[i].relative_to(root).as_posix()
+                labels = {LABEL: index, **({"attributes": rows.get(rel, unknown)} if names else {})}
+                splits[split].append(FaceAnnotation(rel, NO_LANDMARKS, labels))
     return splits
 
 
@@ -149,23 +185,37 @@ def save_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> None:
     os.replace(tmp, path)
 
 
+# wang_joint's seven attributes (CelebA names); the renderer decides five of them per person
+DEMO_ATTRIBUTES = ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin", "High_Cheekbones", "Male")
+
+
+def demo_attributes(traits: dict) -> tuple[int, ...]:
+    """DEMO_ATTRIBUTES of a synthetic person (synthetic.person_traits), true to the drawing: narrow
+    eyes, a wide nose, a small nose tip, a wide head (each about the top or bottom quarter of the
+    renderer's range) and the sex; a double chin and high cheekbones are never drawn: -1, unknown."""
+    return (int(traits["eye_h"] < 0.062), int(traits["ala_x"] > 0.13), int(traits["tip_r"] < 0.11),
+            int(traits["W"] > 1.17), -1, -1, int(traits["gender"] == 1))
+
+
 def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 40, per_identity: int = 12,
-                                size: int = 112, seed: int = 0) -> Path:
+                                size: int = 112, seed: int = 0, attributes: bool = True) -> Path:
     """A SYNTHETIC CASIA-WebFace: `num_identities` people, `per_identity` aligned size x size crops
     each (`<root>/<7-digit id>/<nnn>.jpg`, as CASIA names them), each person drawn from one fixed
     set of face parameters under varied yaw (within +-30 degrees), roll, expression and light.
     The crops are aligned as the `vggface_224` scheme frames a detected face (so that a model trained
     on them sees LFW photos cut by that scheme alike): inter-ocular distance 0.25 of the width, eyes
     near 0.39 of the height, the nose tip at (0.5, 0.55), a little jitter. Not real faces
-    (DEMO_README.txt says so)."""
+    (DEMO_README.txt says so). With `attributes`, ROOT/attributes.txt gives every image its
+    person's DEMO_ATTRIBUTES (one label per identity, as label_attributes' majority vote makes them)."""
     from kerasface.data.common import finish_demo
+    from kerasface.data.synthetic import person_traits
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     people = rng.integers(0, 2**31, num_identities)
     ids = sorted(set((rng.choice(10**6, num_identities, replace=False) * 7 + 45).tolist()))  # CASIA-like ids
-    lines = []
+    lines, attribute_rows = [], []
     for person, identity_id in zip(people, ids):
         folder = f"{identity_id:07d}"
         for n, photo_rng in enumerate(np.random.default_rng([seed, int(person)]).spawn(per_identity), start=1):
@@ -174,6 +224,12 @@ def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 4
                                        nose=(0.5 * size + jitter[0], 0.55 * size + jitter[1]))
             save_jpeg(root / folder / f"{n:03d}.jpg", image)
         lines.append(f"{folder}\t{per_identity}")
+        attribute_rows += [(f"{folder}/{n:03d}.jpg", demo_attributes(person_traits(int(person))))
+                           for n in range(1, per_identity + 1)]
+    if attributes:
+        from kerasface.label_attributes import write_labels
+
+        write_labels(root / ATTRIBUTES_FILE, DEMO_ATTRIBUTES, attribute_rows)
     return finish_demo(root, "DEMO_IDENTITIES.txt", lines, "kerasface.data.identity_folders.write_demo_identity_folders",
                        seed, "synthetic people, each under varied pose, expression and light")
 
@@ -185,7 +241,7 @@ DATASETS.register("identity_folders")(
         labels=LABELS,
         resolve_root=resolve_root,
         read_splits=read_splits,
-        source_files=lambda root: [],
+        source_files=lambda root: [p for p in (attributes_file(root),) if p is not None],
         write_demo=lambda root, seed=0: write_demo_identity_folders(root, seed=seed),
         cropped=True,
         default_crop="vggface_224",

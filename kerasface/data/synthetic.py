@@ -311,6 +311,14 @@ def _express(f: _Face, expression: str) -> None:
         f.mouth_w = e["width"]
 
 
+def person_traits(identity: int | tuple[int, ...]) -> dict[str, float]:
+    """The drawn parameters of the synthetic person `identity` that attributes can be read from
+    (render_face's identity): gender (MTFL code), eye_h (eye opening), ala_x (nostril spread),
+    tip_r (nose-tip radius) and W (head width), in model units; the same for every photo."""
+    face = _person(identity, np.random.default_rng(0), None, 0.0, 0.0, None)
+    return {"gender": face.gender, "eye_h": face.eye_h, "ala_x": face.ala_x, "tip_r": face.tip_r, "W": face.W}
+
+
 def _person(identity, rng: np.random.Generator, labels: dict[str, int] | None, yaw: float | None,
             roll: float | None, expression: str | None) -> _Face:
     """The face of the person `identity` (a seed) in one photo: the identity's draws are the same

@@ -102,6 +102,20 @@ def test_identity_attributes_file_labels_listed_images_and_masks_the_rest(tmp_pa
     with pytest.raises(ValueError, match=r"bad.txt:2: expected a path and 2 values"):
         spec.splits(root, 0.2, 0, {"attributes": "bad.txt"})
 
+    # five points per image (SphereFace's casia_landmark.txt: path, optional label, 10 numbers):
+    # the tree becomes photos aligned by their points; unlisted images are detected (NaN points)
+    assert spec.is_cropped(root)
+    (root / "landmarks.txt").write_text("0000045/001.jpg 0 1 2 3 4 5 6 7 8 9 10\n0000099/001.jpg 1 2 3 4 5 6 7 8 9 10\n")
+    assert not spec.is_cropped(root)
+    faces = {f.path: f for faces in spec.splits(root, 0.2, 0).values() for f in faces}
+    np.testing.assert_array_equal(faces["0000045/001.jpg"].landmarks, np.arange(1, 11).reshape(5, 2))
+    np.testing.assert_array_equal(faces["0000099/001.jpg"].landmarks, np.arange(1, 11).reshape(5, 2))
+    assert np.isnan(faces["0000045/002.jpg"].landmarks).all()
+    assert root / "landmarks.txt" in spec.source_files(root)
+    (root / "landmarks.txt").write_text("0000045/001.jpg 0 1 2 3\n")
+    with pytest.raises(IdentityFoldersFormatError, match=r"landmarks.txt:1: expected a path, an optional label and 10"):
+        spec.splits(root, 0.2, 0)
+
 
 def test_demo_identity_attributes_are_true_to_each_drawn_person(tmp_path):
     from kerasface.data.identity_folders import DEMO_ATTRIBUTES, demo_attributes

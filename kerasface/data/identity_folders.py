@@ -17,14 +17,22 @@ Attributes (wang_joint): a file of per-image attribute labels beside the tree, a
 image the file does not list. Reader option `attributes`: the file, relative to the root or
 absolute; default `attributes.txt` in the root when it exists; `none` ignores it.
 
+Landmarks: a file of five points per image, `landmarks.txt` in the root (SphereFace's
+`casia_landmark.txt` layout: `<identity>/<image> [label] x1 y1 ... x5 y5`, left eye, right eye,
+nose, left and right mouth corner, in pixels; the integer label column is optional and ignored;
+format assumed from the public SphereFace list), or the file the reader option `landmarks` names
+('none' ignores it). With one, the tree is photos to align, not crops: each listed image is cut
+from its points by the crop scheme (no detection), an unlisted one is detected (MTCNN), as
+wang_joint aligns CASIA-WebFace to 112x96.
+
 Split (identity-level, as the identity networks of the papers hold out images of the training
 identities): each identity keeps the reader option `val_per_identity` images (default 5), picked
 by a seeded permutation, for validation and the rest for training; an identity with fewer than
 2 x val_per_identity images goes all to training (every validation identity keeps at least as many
 training images). `val_fraction` is not used; there is no test split (LFW, kerasface.data.lfw, is).
 
-The images are taken as face crops (`DatasetSpec.cropped`: CASIA-WebFace's are aligned): the
-converter stores each whole image at the crop scheme's size; convert loose photos (a raw VGGFace2
+Without a landmark file the images are taken as face crops (`DatasetSpec.cropped`: CASIA-WebFace's
+are roughly centred): the converter stores each whole image at the crop scheme's size; convert loose photos (a raw VGGFace2
 copy) with `--cropped no` to detect and align them. An unreadable image is skipped, counted and
 listed by the converter. For big trees convert with many shards (`--shards 256`): the conversion
 is parallel and resumable (kerasface.data.convert), and training streams the shards
@@ -53,8 +61,11 @@ CASIA_IDENTITIES = 10575
 LABELS = {LABEL: {"type": "identity", "count": CASIA_IDENTITIES}}
 DEFAULT_VAL_PER_IDENTITY = 5
 ATTRIBUTES_FILE = "attributes.txt"  # where kerasface.label_attributes writes them
+LANDMARKS_FILE = "landmarks.txt"
 OPTIONS = {"val_per_identity": f"validation images kept per identity (default {DEFAULT_VAL_PER_IDENTITY}); "
                                "identities with fewer than twice as many go all to training",
+           "landmarks": "five points per image (SphereFace's casia_landmark.txt layout), relative to the root; "
+                        "default landmarks.txt in the root when it exists, 'none' to ignore it",
            "attributes": f"per-image attribute labels (kerasface.label_attributes' file), relative to the root; "
                          f"default {ATTRIBUTES_FILE} in the root when it exists, 'none' to ignore it"}
 
@@ -84,14 +95,43 @@ def identity_label(names) -> dict:
     return {"type": "identity", "names": names, "count": len(names)}
 
 
-def attributes_file(root: Path, option: str | None = None) -> Path | None:
-    """The attribute file the reader option names (None: no attributes)."""
+def sidecar_file(root: Path, option: str | None, default: str, flag: str) -> Path | None:
+    """The label file beside the tree that a reader option names (None: none)."""
     if option == "none":
         return None
-    path = Path(root) / (option or ATTRIBUTES_FILE)  # an absolute option replaces the root
+    path = Path(root) / (option or default)  # an absolute option replaces the root
     if option and not path.is_file():
-        raise IdentityFoldersFormatError(f"{path}: --attributes names no file")
+        raise IdentityFoldersFormatError(f"{path}: --{flag} names no file")
     return path if path.is_file() else None
+
+
+def attributes_file(root: Path, option: str | None = None) -> Path | None:
+    return sidecar_file(root, option, ATTRIBUTES_FILE, "attributes")
+
+
+def read_landmarks(root: Path, option: str | None = None) -> dict[str, np.ndarray]:
+    """{relative image path: (5, 2) points} of the tree's landmark file ({} without one)."""
+    path = sidecar_file(root, option, LANDMARKS_FILE, "landmarks")
+    points = {}
+    for n, line in enumerate(path.read_text().splitlines() if path else (), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        numbers = fields[2:] if len(fields) == 12 else fields[1:]
+        try:
+            values = np.array([float(v) for v in numbers], np.float32)
+        except ValueError:
+            values = np.zeros(0)
+        if len(fields) not in (11, 12) or not np.isfinite(values).all():
+            raise IdentityFoldersFormatError(f"{path}:{n}: expected a path, an optional label and 10 coordinates, "
+                                             f"got {line!r}")
+        points[fields[0]] = values.reshape(5, 2)
+    return points
+
+
+def is_cropped(root: Path) -> bool:
+    """Crops unless the tree has landmarks to align them by (the converter's --cropped overrides)."""
+    return not (Path(root) / LANDMARKS_FILE).is_file()
 
 
 def read_attributes(root: Path, option: str | None = None) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
@@ -130,12 +170,14 @@ def split_identity(count: int, keep: int, rng: np.random.Generator) -> tuple[lis
 
 
 def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0,
-                val_per_identity=DEFAULT_VAL_PER_IDENTITY, attributes: str | None = None) -> dict[str, list[FaceAnnotation]]:
+                val_per_identity=DEFAULT_VAL_PER_IDENTITY, attributes: str | None = None,
+                landmarks: str | None = None) -> dict[str, list[FaceAnnotation]]:
     """{"train": faces, "val": faces}: every image of every identity folder (see the module notes)."""
     root = Path(root)
     keep = _val_per_identity(DEFAULT_VAL_PER_IDENTITY if val_per_identity is None else val_per_identity)
     names, rows = read_attributes(root, attributes)
     unknown = (-1,) * len(names)
+    points = read_landmarks(root, landmarks)
     rng = np.random.default_rng(seed)
     splits: dict[str, list[FaceAnnotation]] = {"train": [], "val": []}
     for index, folder in enumerate(identity_folders(root)):
@@ -145,7 +187,7 @@ def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 
             for i in members:
                 rel = images[i].relative_to(root).as_posix()
                 labels = {LABEL: index, **({"attributes": rows.get(rel, unknown)} if names else {})}
-                splits[split].append(FaceAnnotation(rel, NO_LANDMARKS, labels))
+                splits[split].append(FaceAnnotation(rel, points.get(rel, NO_LANDMARKS), labels))
     return splits
 
 
@@ -198,7 +240,8 @@ def demo_attributes(traits: dict) -> tuple[int, ...]:
 
 
 def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 40, per_identity: int = 12,
-                                size: int = 112, seed: int = 0, attributes: bool = True) -> Path:
+                                size: int = 112, seed: int = 0, attributes: bool = True,
+                                landmarks: bool = True) -> Path:
     """A SYNTHETIC CASIA-WebFace: `num_identities` people, `per_identity` aligned size x size crops
     each (`<root>/<7-digit id>/<nnn>.jpg`, as CASIA names them), each person drawn from one fixed
     set of face parameters under varied yaw (within +-30 degrees), roll, expression and light.
@@ -206,7 +249,9 @@ def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 4
     on them sees LFW photos cut by that scheme alike): inter-ocular distance 0.25 of the width, eyes
     near 0.39 of the height, the nose tip at (0.5, 0.55), a little jitter. Not real faces
     (DEMO_README.txt says so). With `attributes`, ROOT/attributes.txt gives every image its
-    person's DEMO_ATTRIBUTES (one label per identity, as label_attributes' majority vote makes them)."""
+    person's DEMO_ATTRIBUTES (one label per identity, as label_attributes' majority vote makes them);
+    with `landmarks`, ROOT/landmarks.txt the drawn five points of every image (the converter then
+    aligns each crop scheme from them, as for a real tree with SphereFace's list)."""
     from kerasface.data.common import finish_demo
     from kerasface.data.synthetic import person_traits
 
@@ -215,14 +260,16 @@ def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 4
     rng = np.random.default_rng(seed)
     people = rng.integers(0, 2**31, num_identities)
     ids = sorted(set((rng.choice(10**6, num_identities, replace=False) * 7 + 45).tolist()))  # CASIA-like ids
-    lines, attribute_rows = [], []
-    for person, identity_id in zip(people, ids):
+    lines, attribute_rows, landmark_lines = [], [], []
+    for identity_index, (person, identity_id) in enumerate(zip(people, ids)):
         folder = f"{identity_id:07d}"
         for n, photo_rng in enumerate(np.random.default_rng([seed, int(person)]).spawn(per_identity), start=1):
             jitter = photo_rng.uniform(-0.02, 0.02, 2) * size
-            image, _, _ = person_photo(int(person), photo_rng, (size, size), iod=0.25 * size * photo_rng.uniform(0.95, 1.05),
-                                       nose=(0.5 * size + jitter[0], 0.55 * size + jitter[1]))
+            image, points, _ = person_photo(int(person), photo_rng, (size, size),
+                                            iod=0.25 * size * photo_rng.uniform(0.95, 1.05),
+                                            nose=(0.5 * size + jitter[0], 0.55 * size + jitter[1]))
             save_jpeg(root / folder / f"{n:03d}.jpg", image)
+            landmark_lines.append(f"{folder}/{n:03d}.jpg {identity_index} " + " ".join(f"{v:.2f}" for v in points.ravel()))
         lines.append(f"{folder}\t{per_identity}")
         attribute_rows += [(f"{folder}/{n:03d}.jpg", demo_attributes(person_traits(int(person))))
                            for n in range(1, per_identity + 1)]
@@ -230,6 +277,10 @@ def write_demo_identity_folders(root: str | os.PathLike, num_identities: int = 4
         from kerasface.label_attributes import write_labels
 
         write_labels(root / ATTRIBUTES_FILE, DEMO_ATTRIBUTES, attribute_rows)
+    if landmarks:  # the drawn points, as SphereFace lists CASIA-WebFace's
+        tmp = root / f"{LANDMARKS_FILE}.tmp"
+        tmp.write_text("\n".join(landmark_lines) + "\n")
+        os.replace(tmp, root / LANDMARKS_FILE)
     return finish_demo(root, "DEMO_IDENTITIES.txt", lines, "kerasface.data.identity_folders.write_demo_identity_folders",
                        seed, "synthetic people, each under varied pose, expression and light")
 
@@ -241,9 +292,9 @@ DATASETS.register("identity_folders")(
         labels=LABELS,
         resolve_root=resolve_root,
         read_splits=read_splits,
-        source_files=lambda root: [p for p in (attributes_file(root),) if p is not None],
+        source_files=lambda root: [p for p in (attributes_file(root), sidecar_file(root, None, LANDMARKS_FILE, "")) if p],
         write_demo=lambda root, seed=0: write_demo_identity_folders(root, seed=seed),
-        cropped=True,
+        cropped=is_cropped,
         default_crop="vggface_224",
         labels_of=labels_of,
         options=OPTIONS,

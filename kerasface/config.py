@@ -184,9 +184,14 @@ class PaperConfig:
     # keys, each trained from the same trunk (init_from) and re-initialised from its own branch
     # point (reinit_from); the candidate best on validation gives the task's branch.
     branches: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # A dataset of face pairs (DATASETS key, "lfw") on which the embedding of the production model
-    # (or of the model with an embedding task) is verified after training (kerasface.verify).
-    verification: str = ""
+    # Face-recognition protocols run on the embedding after training (kerasface.protocols): name
+    # ("lfw", "megaface") -> options ({"faces": "crops"}), on each of `protocol_models` (empty: the
+    # embedding the run's export picks): flickr_depth's LFW, wang_joint's MegaFace and LFW.
+    protocols: dict[str, dict[str, str]] = field(default_factory=dict)
+    protocol_models: tuple[str, ...] = ()
+    # The model key `kerasface.train --export` deploys alone (wang_joint's Full-Model: embedding and
+    # attributes in one pass); empty: the best model per attribute (branching recipes: production).
+    deploy: str = ""
     variant: str = ""  # the named variant of the recipe ("" = the paper's settings)
 
 
@@ -281,7 +286,8 @@ def from_dict(cls: Any, data: Any) -> Any:
     if origin is dict:
         return {k: from_dict(args[1], v) for k, v in data.items()}
     if origin in (typing.Union, types.UnionType):
-        return data
+        tuples = [a for a in args if typing.get_origin(a) is tuple]
+        return from_dict(tuples[0], data) if tuples and isinstance(data, list) else data  # (112, 96) from [112, 96]
     return data
 
 
@@ -376,6 +382,14 @@ def validate(cfg: PaperConfig) -> PaperConfig:
             trunks.setdefault(model.init_from, member)
     if len(trunks) > 1:
         raise ValueError(f"branches: every candidate must start from one trunk; got {', '.join(trunks)}")
+    from kerasface.protocols import PROTOCOLS
+
+    for name in cfg.protocols:
+        if name not in PROTOCOLS:
+            raise ValueError(f"protocols: unknown protocol {name!r}; known: {', '.join(PROTOCOLS.names())}")
+    for member in cfg.protocol_models + ((cfg.deploy,) if cfg.deploy else ()):
+        if member not in cfg.models:
+            raise ValueError(f"protocol_models / deploy: no model {member!r}; models: {', '.join(cfg.models)}")
     for title, cells in cfg.grids.items():
         for member in cells:
             if member not in cfg.models:

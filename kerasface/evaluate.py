@@ -391,14 +391,10 @@ def write_reports(run_dir: Path) -> dict:
     metrics["skipped"] = skipped
     metrics["class_balance"] = run_class_balance(run_dir)
     metrics["grids"], grids_text = write_grids(cfg, records, run_dir)
-    verification = run_dir / "verification.json"  # written by kerasface.train (PaperConfig.verification)
-    if verification.exists():
-        report = json.loads(verification.read_text())
-        metrics["verification"] = {k: report[k] for k in ("accuracy", "std", "auc", "pairs") if k in report}
-        paper = cfg.reported.get(f"verification/{cfg.verification}")
-        grids_text += (f"\n{cfg.verification} verification (pairs protocol, 10 folds): {100 * report['accuracy']:.2f}% "
-                       f"+- {100 * report['std']:.2f}, {report['pairs']['used']} of {report['pairs']['total']} pairs "
-                       f"scored" + (f"; paper {100 * paper:.2f}%" if paper else "") + "\n")
+    from kerasface.protocols import protocol_lines
+
+    metrics["protocols"], protocols_text = protocol_lines(cfg, run_dir)  # written by kerasface.train
+    grids_text += protocols_text
     write_json(run_dir / "metrics.json", metrics)
     # several sources: the table shows each source's splits (the pooled ones stay in metrics.json)
     shown = [i for i, n in enumerate(split_names) if "/" in n] or list(range(len(split_names)))

@@ -488,29 +488,22 @@ class Trainer:
 # ----------------------------------------------------------------------------- data preparation
 
 
-def demo_root(dataset: str, seed: int) -> Path:
-    """The folder of a dataset's synthetic demo copy, rendered on first use."""
-    spec = DATASETS.get(dataset)
-    if spec.write_demo is None:
+def demo_root(dataset: str, seed: int, write_demo=None) -> Path:
+    """The folder of a dataset's (or a protocol's: `write_demo`) synthetic demo copy, rendered on first use."""
+    write_demo = write_demo or DATASETS.get(dataset).write_demo
+    if write_demo is None:
         raise FileNotFoundError(f"dataset {dataset} has no demo copy; point --data at the real one")
     root = DEMO_ROOT / dataset
     if not (root / DEMO_DONE).exists():
         print(f"rendering the synthetic {dataset} demo dataset (not real faces) into {root}", file=sys.stderr)
-        spec.write_demo(root, seed)
+        write_demo(root, seed)
         (root / DEMO_DONE).write_text("complete\n")
     return root
 
 
-def run_verification(cfg: PaperConfig, run_dir: Path) -> dict:
-    """The recipe's verification set (PaperConfig.verification, LFW's pairs protocol) on the run's
-    embedding: RUN_DIR/verification.json and verification_roc.png; results.md quotes them."""
-    from kerasface.verify import summary_lines, verify_model
-
-    root = demo_root(cfg.verification, cfg.seed) if cfg.demo else DATASETS.get(cfg.verification).resolve_root(None)
-    report = verify_model(run_dir, root, json_out=run_dir / "verification.json",
-                          roc_out=run_dir / "verification_roc.png")
-    print("\n".join(summary_lines(report)), file=sys.stderr)
-    return report
+def protocol_root(cfg: PaperConfig, protocol) -> Path:
+    """A protocol's data: its demo copy under --demo, else where its environment variable says."""
+    return demo_root(protocol.name, cfg.seed, protocol.write_demo) if cfg.demo else protocol.resolve_root(None)
 
 
 def ensure_records(paper: PaperConfig, source: SourceConfig, crop: str, data_root: str | None, records_root: Path,
@@ -679,11 +672,10 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
             assemble_production(run_dir, cfg)
         except ValueError as exc:  # some branch candidates were not trained in this run (--model)
             print(f"production model not assembled: {exc}", file=sys.stderr)
-    if cfg.verification:
-        try:
-            run_verification(cfg, run_dir)
-        except FileNotFoundError as exc:  # no verification set here: the run itself is complete
-            print(f"verification on {cfg.verification} skipped: {exc}", file=sys.stderr)
+    if cfg.protocols:
+        from kerasface.protocols import run_protocols
+
+        run_protocols(cfg, run_dir, lambda protocol: protocol_root(cfg, protocol))
     return write_reports(run_dir)
 
 
@@ -696,6 +688,8 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> None:
     cfg = read_config(run_dir / "config.json")
     # a branching recipe deploys its production model alone: every task and the embedding in one pass
     only = ["--model", PRODUCTION] if cfg.branches and any((run_dir / "models").glob(f"{PRODUCTION}-*/model.keras")) else []
+    if cfg.deploy and any((run_dir / "models").glob(f"{cfg.deploy}-*/model.keras")):
+        only = ["--model", cfg.deploy]
     commands = [["saved-model", str(run_dir), "--name", name, "--out", str(models_dir), *only],
                 ["tflite", str(run_dir), "--quant", "none", "--out", str(models_dir / f"{name}.tflite"), *only],
                 ["tflite", str(run_dir), "--quant", "int8", "--out", str(models_dir / f"{name}-int8.tflite"), *only]]

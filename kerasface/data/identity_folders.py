@@ -58,7 +58,11 @@ LABEL = "identity"
 CASIA_IDENTITIES = 10575
 # The label every tree has, before any tree is read (config checks): its names and count come from
 # the tree itself (labels_of); the count here is CASIA-WebFace's.
-LABELS = {LABEL: {"type": "identity", "count": CASIA_IDENTITIES}}
+# `attributes` only when the tree has an attribute file (its names then come from the file; here
+# label_attributes' default seven, those of wang_joint)
+LABELS = {LABEL: {"type": "identity", "count": CASIA_IDENTITIES},
+          "attributes": {"type": "multilabel", "names": ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby",
+                                                         "Double_Chin", "High_Cheekbones", "Male")}}
 DEFAULT_VAL_PER_IDENTITY = 5
 ATTRIBUTES_FILE = "attributes.txt"  # where kerasface.label_attributes writes them
 LANDMARKS_FILE = "landmarks.txt"
@@ -228,7 +232,7 @@ def save_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> None:
 
 
 # wang_joint's seven attributes (CelebA names); the renderer decides five of them per person
-DEMO_ATTRIBUTES = ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin", "High_Cheekbones", "Male")
+DEMO_ATTRIBUTES = LABELS["attributes"]["names"]
 
 
 def demo_attributes(traits: dict) -> tuple[int, ...]:

@@ -60,4 +60,4 @@ def paper_config(spec: str, demo: bool = False) -> PaperConfig:
     return PAPERS.get(name).config(variant or ("demo" if demo else ""))
 
 
-from kerasface.papers import canal_mtfl, custom, flickr_depth, gnet_snet, sang_bknet  # noqa: E402,F401  (registration)
+from kerasface.papers import canal_mtfl, custom, flickr_depth, gnet_snet, sang_bknet, wang_joint  # noqa: E402,F401  (registration)

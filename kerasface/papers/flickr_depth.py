@@ -23,7 +23,7 @@ The recipe, as model keys of one run:
                   point with the best validation accuracy, all outputs and the embedding in one pass;
                   exported as one SavedModel and one .tflite, with its multiply-adds beside the
                   separate models' (unit.json "multiply_adds")
-Verification: the production model's embedding on the LFW protocol (PaperConfig.verification),
+Verification: the production model's embedding on the LFW protocol (PaperConfig.protocols),
 threshold on 9 folds, accuracy on the 10th, mean +- std; paper 95.98%.
 
 Choices where the paper is silent (all overridable with --set):
@@ -94,11 +94,11 @@ def flickr_depth() -> PaperConfig:
     data = DataConfig(dataset="identity_folders", crop=CROP, sources=SOURCES, augment=augment)
     reported = {f"{task}_{point}/{task}/*": value for task, values in PAPER_GRID.items()
                 for point, value in zip(POINTS, values)}
-    reported["verification/lfw"] = 0.9598
+    reported["lfw"] = 0.9598
     return PaperConfig(
         name="flickr_depth", data=data, crops=(CROP,), models=models, reported=reported,
         grids={"Table 3: accuracy per branch point": {f"{t}_{p}": (p, t) for t in TASKS for p in POINTS}},
-        branches={task: tuple(f"{task}_{p}" for p in POINTS) for task in TASKS}, verification="lfw")
+        branches={task: tuple(f"{task}_{p}" for p in POINTS) for task in TASKS}, protocols={"lfw": {}})
 
 
 def scaled(cfg: PaperConfig, size: int, width: float, identity_steps: int, branch_steps: int, batch: int,
@@ -151,7 +151,7 @@ def real_here_config(cfg: PaperConfig) -> PaperConfig:
     stages = tuple(dataclasses.replace(s, sources=synthetic(s.sources)) for s in identity.stages)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=synthetic(cfg.data.sources)),
                                models={**cfg.models, "identity": dataclasses.replace(identity, stages=stages)},
-                               verification="")
+                               protocols={})
 
 
 register_paper("flickr_depth", variants={

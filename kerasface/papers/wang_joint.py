@@ -1,0 +1,138 @@
+"""wang_joint: Wang, He, Fu, Feng, Jiang, Xue, "Multi-task Deep Neural Network for Joint Face
+Recognition and Facial Attribute Prediction", ICMR 2017 (papers/wang_joint_recognition_attributes.txt).
+
+Run:      python -m kerasface.train --paper=wang_joint          (CASIA-WebFace + attribute labels)
+Data:     $KERASFACE_IDENTITY_FOLDERS: CASIA-WebFace as <id>/<nnn>.jpg, with landmarks.txt (five
+          points per image, SphereFace's casia_landmark.txt layout) to align 112x96 crops, and
+          attributes.txt from `python -m kerasface.label_attributes CELEBA_MODEL --root TREE`
+          (a CelebA-trained classifier's labels, majority-voted per identity); evaluated on
+          $KERASFACE_MEGAFACE (devkit lists + FaceScrub/MegaFace images) and $KERASFACE_LFW
+Demo:     python -m kerasface.train --paper=wang_joint --demo    (synthetic identities whose attributes
+          the generator decides, MegaFace- and LFW-format demo sets)
+Variants: wang_joint:no_attr (the "without Attribute" rows of Tables 2-3: identity loss only),
+          wang_joint:blocks (Table 5: Full-, Fast- and Variant-Block, each with attributes)
+
+The recipe, as model keys of one run:
+  full            the Full-Model (architectures/wang_resnet.py, 3 convs per block): identity softmax
+                  (an `embedding` head: its 1,024-d "features" are the face feature) and the seven
+                  attributes (an `attribute_scores` head behind its own FC 1024: MSE on 0/1 labels)
+  fast            the Fast-Model (2 convs per block), the same heads
+  phase1          70k iterations, lambda1 (attributes) = 0, lambda2 (identity) = 1, SGD, lr 0.01
+                  divided by 10 at 40k and 58k, batch 40 (Full) / 48 (Fast), dropout 0.5, flips
+  phase2          30k more iterations, lambda1 = 0.1, lr 0.001 divided by 10 at 10k and 20k
+                  (StageConfig.loss_weights sets the lambdas per stage)
+One image per identity is held out for validation (identity_folders' val_per_identity = 1).
+After training, each model's embedding is evaluated on MegaFace (CMC rank-1 with the distractors
+streamed, TAR at FAR 1e-6, kerasface.identify) and LFW (10-fold pairs protocol, kerasface.verify):
+RUN/protocols/, quoted in results.md beside Tables 2, 3 and 5; the attribute head is reported per
+attribute on the validation images (Table 4's attributes; the paper's numbers are on 1,000 hand-
+labelled FaceScrub images). The deployable is the Full-Model: one SavedModel with the embedding
+and the seven attribute scores in one pass (PaperConfig.deploy).
+
+Choices where the paper is silent or contradicts itself (all overridable with --set):
+- Architecture: five plain convs and four pools (the text says four convs but lists five widths);
+  see architectures/wang_resnet.py for the layout and the pinned parameter counts.
+- Weight decay 5e-4 and momentum 0.9 (the paper gives neither; the Caffe face ResNets of the time
+  used these).
+- The "without Attribute" models train the identity alone over the same 100k iterations.
+- Attributes an identity set lacks are -1 (unknown: no loss), as are the demo's Double_Chin and
+  High_Cheekbones, which the synthetic renderer never draws.
+- Alignment: the SphereFace / CenterLoss 112x96 template (crop `wang_112x96`), as [44]'s code does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kerasface.config import AugmentConfig, DataConfig, ModelConfig, PaperConfig, SourceConfig, StageConfig, TaskConfig
+from kerasface.evaluators import WANG_ATTRIBUTES, WANG_TABLE4
+from kerasface.papers import register_paper
+
+CROP = "wang_112x96"
+IDENTITIES = (SourceConfig("identity_folders", options={"val_per_identity": "1"}),)
+BATCH = {"wang_full": 40, "wang_fast": 48, "wang_variant": 40}
+# Tables 2, 3 and 5 (MegaFace with 1M distractors: rank-1, TAR at FAR 1e-6; LFW accuracy)
+PAPER_MEGAFACE = {"full": {"rank1": 0.7774, "tar_at_1e-6": 0.7924}, "fast": {"rank1": 0.7307, "tar_at_1e-6": 0.6856},
+                  "full_no_attr": {"rank1": 0.7425, "tar_at_1e-6": 0.7622},
+                  "fast_no_attr": {"rank1": 0.7028, "tar_at_1e-6": 0.5820},
+                  "block_full": {"rank1": 0.7774}, "block_fast": {"rank1": 0.7307}, "block_variant": {"rank1": 0.6963}}
+DEMO_STEPS = (200, 100)  # phase 1, phase 2
+PAPER_LFW = {"full": 0.9815, "fast": 0.9762, "block_full": 0.9815, "block_fast": 0.9762, "block_variant": 0.9750}
+
+
+def phases(batch: int, attributes: bool) -> tuple[StageConfig, StageConfig]:
+    weights = (("attributes", 0.0),) if attributes else ()
+    common = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="step", decay_rate=0.1,
+                  batch_size=batch, eval_every=5000, sources=IDENTITIES)
+    return (StageConfig(name="phase1", lr=0.01, boundaries=(40_000, 58_000), steps=70_000,
+                        loss_weights=(("identity", 1.0), *weights), **common),
+            StageConfig(name="phase2", lr=0.001, boundaries=(10_000, 20_000), steps=30_000,
+                        loss_weights=(("identity", 1.0), *((("attributes", 0.1),) if attributes else ())),
+                        **common))
+
+
+def joint_model(arch: str, attributes: bool = True, **arch_kwargs) -> ModelConfig:
+    tasks = (TaskConfig("identity", kind="embedding", num_classes=0),)
+    if attributes:
+        tasks += (TaskConfig("attributes", kind="attribute_scores", num_classes=len(WANG_ATTRIBUTES)),)
+    else:
+        arch_kwargs["attribute_heads"] = []  # no head gets the attribute FC (a list: as config.json gives it back)
+    what = "identity softmax + seven attributes (MSE)" if attributes else "identity softmax only"
+    return ModelConfig(arch=arch, input_size=(112, 96), arch_kwargs=dict(arch_kwargs), tasks=tasks,
+                       stages=phases(BATCH[arch], attributes),
+                       description=f"{arch}: {what}, two phases (attributes weighted 0, then 0.1)")
+
+
+def wang_joint() -> PaperConfig:
+    models = {"full": joint_model("wang_full"), "fast": joint_model("wang_fast")}
+    data = DataConfig(dataset="identity_folders", crop=CROP, sources=IDENTITIES,
+                      augment=AugmentConfig(flip=True, max_shift=0.0, min_scale=1.0, max_scale=1.0, max_rotation=0.0,
+                                            brightness=0.0, contrast=0.0))
+    mean_table4 = sum(WANG_TABLE4["Ours"].values()) / len(WANG_TABLE4["Ours"])
+    reported = {f"{key}/attributes/*": mean_table4 for key in ("full", "fast", "block_full", "block_fast", "block_variant")}
+    reported.update({f"megaface/{key}": value for key, value in PAPER_MEGAFACE.items()})
+    reported.update({f"lfw/{key}": value for key, value in PAPER_LFW.items()})
+    return PaperConfig(name="wang_joint", data=data, crops=(CROP,), models=models, reported=reported,
+                       protocols={"megaface": {}, "lfw": {}}, protocol_models=tuple(models), deploy="full")
+
+
+def no_attr_config(cfg: PaperConfig) -> PaperConfig:
+    """Tables 2-3's "without Attribute" rows beside the joint models."""
+    models = {**cfg.models, "full_no_attr": joint_model("wang_full", attributes=False),
+              "fast_no_attr": joint_model("wang_fast", attributes=False)}
+    return dataclasses.replace(cfg, models=models, protocol_models=tuple(models))
+
+
+def blocks_config(cfg: PaperConfig) -> PaperConfig:
+    """Table 5: the same network with each building block of Fig. 8."""
+    models = {f"block_{block}": joint_model("wang_variant", block=block) for block in ("full", "fast", "variant")}
+    return dataclasses.replace(cfg, models=models, protocol_models=tuple(models), deploy="block_full")
+
+
+def demo_config(cfg: PaperConfig) -> PaperConfig:
+    """The demo identity tree (40 synthetic people, their attributes and five points written by the
+    generator), MegaFace- and LFW-format demo sets; 1/4 width at 56x48 (the smallest input the five
+    pools allow is 48), Adam for a few hundred steps (SGD at the paper's rates barely moves in so
+    few), precise BN; Full, Fast and Full without attributes."""
+    cfg = no_attr_config(cfg)
+    models = {}
+    for key in ("full", "fast", "full_no_attr"):
+        model = cfg.models[key]
+        stages = tuple(dataclasses.replace(s, optimizer="adam", lr=1e-3, schedule="constant", boundaries=(),
+                                           weight_decay=0.0, steps=steps, batch_size=32, eval_every=steps,
+                                           precise_bn_batches=8)
+                       for s, steps in zip(model.stages, DEMO_STEPS))
+        models[key] = dataclasses.replace(model, input_size=(56, 48), stages=stages,
+                                          arch_kwargs={**model.arch_kwargs, "width": 0.25},
+                                          description=f"{model.description} [demo: {'+'.join(map(str, DEMO_STEPS))} "
+                                                      f"Adam steps, 56x48, 1/4 width]")
+    data = dataclasses.replace(cfg.data, deterministic=True, num_shards=1)
+    return dataclasses.replace(cfg, data=data, demo=True, models=models, protocol_models=tuple(models))
+
+
+register_paper("wang_joint", variants={
+    "no_attr": ("Full and Fast, each with and without the attribute task (Tables 2-3)", no_attr_config),
+    "blocks": ("Table 5: Full-, Fast- and Variant-Block networks, each with attributes", blocks_config),
+    "demo": ("synthetic identities with generator attributes, MegaFace/LFW-format demo sets, 56x48, "
+             "< 10 min on 2 cores", demo_config),
+})(wang_joint)

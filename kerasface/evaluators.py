@@ -45,6 +45,15 @@ def classification(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] 
     return classification_report(labels, scores.argmax(-1), list(names) or [str(i) for i in range(classes)])
 
 
+@evaluator("identity")
+def identity(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = ()) -> dict:
+    """An identity softmax (embedding heads): top-1 and top-5 over the training identities; a
+    per-identity confusion matrix says nothing at thousands of classes."""
+    from kerasface.metrics import topk_report
+
+    return topk_report(labels, scores, ks=(1, 5))
+
+
 @evaluator("multilabel")
 def multilabel(labels: np.ndarray, logits: np.ndarray, names: Sequence[str] = ()) -> dict:
     from kerasface.metrics import multilabel_report
@@ -456,12 +465,14 @@ def attributes(target: np.ndarray, predicted: np.ndarray, names: Sequence[str] =
         if missing:
             raise ValueError(f"attributes: {', '.join(missing)} not among the outputs ({', '.join(names)})")
         columns = [names.index(a) for a in select]
-    per, counts = {}, {}
+    per, counts, unlabelled = {}, {}, []
     for c in columns:
         known = np.isfinite(target[:, c]) & (target[:, c] >= 0)
         counts[names[c]] = int(known.sum())
-        per[names[c]] = float(np.mean((predicted[known, c] >= threshold) == (target[known, c] >= 0.5))) \
-            if known.any() else 0.0
+        if known.any():
+            per[names[c]] = float(np.mean((predicted[known, c] >= threshold) == (target[known, c] >= 0.5)))
+        else:  # no image labels it: no accuracy, and not in the mean
+            unlabelled.append(names[c])
     mean = float(np.mean(list(per.values()))) if per else 0.0
     reported = reported or {}
     head = "| attribute | this run | " + " | ".join(f"paper: {k}" for k in reported) + " |"
@@ -472,6 +483,8 @@ def attributes(target: np.ndarray, predicted: np.ndarray, names: Sequence[str] =
     lines.append(f"| mean | {100 * mean:.2f}% | " + " | ".join(
         f"{100 * np.mean([v[n] for n in per if n in v]):.2f}%" if any(n in v for n in per) else ""
         for v in reported.values()) + " |")
-    return {"accuracy": mean, "mean_accuracy": mean, "per_attribute": per, "count": counts,
+    lines += [f"| {name} | no labels | " + " | ".join(
+        f"{100 * v[name]:.2f}%" if name in v else "" for v in reported.values()) + " |" for name in unlabelled]
+    return {"accuracy": mean, "mean_accuracy": mean, "per_attribute": per, "count": counts, "unlabelled": unlabelled,
             "threshold": float(threshold), "table": "\n".join(lines),
             "reported": {k: {n: float(v[n]) for n in per if n in v} for k, v in reported.items()}}

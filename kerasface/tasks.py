@@ -319,6 +319,7 @@ class Embedding(Classification):
     """Trained as an identity softmax; exported as the L2-normalised "features" vector."""
 
     name = "embedding"
+    evaluator = "identity"
     losses = ("softmax",)
     has_classes = False  # the identities are the training target, not what is served
     needs_features = True

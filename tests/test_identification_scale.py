@@ -153,3 +153,9 @@ def test_attribute_accuracy_table_beside_the_paper():
     assert logits["per_attribute"] == {"Male": 0.75} and set(WANG_ATTRIBUTES) == set(WANG_TABLE4["Ours"])
     with pytest.raises(ValueError, match="Narrow_Eyes"):
         attributes(target, scores, ["Male", "Chubby", "Big_Nose"], select=WANG_ATTRIBUTES)
+    # an attribute no image labels (the demo's Double_Chin) has no accuracy and stays out of the mean
+    target[:, 1] = -1
+    r = attributes(target, scores, ["Male", "Double_Chin", "Big_Nose"], reported=WANG_TABLE4)
+    assert r["per_attribute"] == {"Male": 0.75, "Big_Nose": pytest.approx(2 / 3)} and r["unlabelled"] == ["Double_Chin"]
+    assert r["mean_accuracy"] == pytest.approx((0.75 + 2 / 3) / 2)
+    assert "| Double_Chin | no labels | 94.80% | 96.70% |" in r["table"]

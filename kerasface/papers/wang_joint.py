@@ -56,7 +56,7 @@ PAPER_MEGAFACE = {"full": {"rank1": 0.7774, "tar_at_1e-6": 0.7924}, "fast": {"ra
                   "full_no_attr": {"rank1": 0.7425, "tar_at_1e-6": 0.7622},
                   "fast_no_attr": {"rank1": 0.7028, "tar_at_1e-6": 0.5820},
                   "block_full": {"rank1": 0.7774}, "block_fast": {"rank1": 0.7307}, "block_variant": {"rank1": 0.6963}}
-DEMO_STEPS = (200, 100)  # phase 1, phase 2
+DEMO_STEPS = (200, 200)  # phase 1, phase 2
 PAPER_LFW = {"full": 0.9815, "fast": 0.9762, "block_full": 0.9815, "block_fast": 0.9762, "block_variant": 0.9750}
 
 
@@ -77,10 +77,10 @@ def joint_model(arch: str, attributes: bool = True, **arch_kwargs) -> ModelConfi
         tasks += (TaskConfig("attributes", kind="attribute_scores", num_classes=len(WANG_ATTRIBUTES)),)
     else:
         arch_kwargs["attribute_heads"] = []  # no head gets the attribute FC (a list: as config.json gives it back)
-    what = "identity softmax + seven attributes (MSE)" if attributes else "identity softmax only"
+    what = ("identity softmax + seven attributes (MSE), two phases (attributes weighted 0, then 0.1)" if attributes
+            else "identity softmax only, two phases")
     return ModelConfig(arch=arch, input_size=(112, 96), arch_kwargs=dict(arch_kwargs), tasks=tasks,
-                       stages=phases(BATCH[arch], attributes),
-                       description=f"{arch}: {what}, two phases (attributes weighted 0, then 0.1)")
+                       stages=phases(BATCH[arch], attributes), description=f"{arch}: {what}")
 
 
 def wang_joint() -> PaperConfig:

@@ -90,6 +90,14 @@ class Run:
     def name(self) -> str:
         return str(self.config.get("config", {}).get("name") or self.folder.name)
 
+    def held_out_split(self, crop: str | None = None) -> str:
+        """"test", or "val" when no unit's data has a test split (an identity tree)."""
+        try:
+            self.records("test", crop)
+            return "test"
+        except RunError:
+            return "val"
+
     def records(self, split: str, crop: str | None = None) -> list[str]:
         """Shards of `split` from the TFRecords folder a unit was trained on (unit.json "records"),
         preferring a unit of `crop`."""

@@ -312,7 +312,8 @@ def _landmark_nme(pred_px: np.ndarray, target_px: np.ndarray) -> float:
 
 def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, max_images: int | None = None,
                   threads: tuple[int, ...] = (1, 2), repeats: int = 50) -> dict:
-    """TFLite vs Keras on the run's test split: per attribute accuracy, max |diff|; size; latency."""
+    """TFLite vs Keras on the run's test split (val where the data has none, as an identity tree):
+    per attribute accuracy, max |diff|; size; latency."""
     path = Path(tflite_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such .tflite file")
@@ -329,9 +330,10 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
     else:
         selection = select_heads(run, model)
     graph = ServingGraph(selection)
-    records = read_records(run.records("test", selection.crop), limit=max_images)
+    split = run.held_out_split(selection.crop)
+    records = read_records(run.records(split, selection.crop), limit=max_images)
     if not records:
-        raise ValueError(f"{run.folder}: the test split is empty")
+        raise ValueError(f"{run.folder}: the {split} split is empty")
     x = float_inputs(graph, records)
     keras_out = {}
     serve = tf.function(graph.serve_float)
@@ -373,6 +375,7 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
         "io": file_io(path),
         "size_bytes": path.stat().st_size,
         "images": len(records),
+        "split": split,
         "attributes": attributes,
         "latency_ms": latency,
     }
@@ -380,7 +383,8 @@ def parity_report(run: Run, tflite_file: str | Path, model: str | None = None, m
 
 def format_parity(report: dict) -> str:
     io = "" if report.get("io", "float32") == "float32" else f", {report['io']} I/O"
-    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}{io}), {report['images']} test images, "
+    lines = [f"parity of {report['file']} ({report.get('quant') or '?'}{io}), {report['images']} "
+             f"{report.get('split', 'test')} images, "
              f"{report['size_bytes'] / 1024:.1f} KiB"]
     lines.append(f"  {'attribute':<14}{'keras':>10}{'tflite':>10}{'agree':>8}{'max|diff|':>12}")
     for name, e in report["attributes"].items():

@@ -44,7 +44,8 @@ def trained(tmp_path_factory):
                  value=0, images=image_for)
     tasks = (TaskConfig("attributes", kind="multilabel", num_classes=3),
              TaskConfig("age", kind="regression", num_classes=1, loss_weight=0.001),
-             TaskConfig("identity", kind="embedding", num_classes=4))
+             TaskConfig("identity", kind="embedding", num_classes=4),
+             TaskConfig("scores", kind="attribute_scores", num_classes=3, label="attributes"))
     model = ModelConfig(arch=run_fixture.FIXTURE_ARCH, input_size=32, tasks=tasks,
                         stages=(StageConfig(optimizer="adam", lr=3e-3, batch_size=16, steps=12, eval_every=6),))
     paper = PaperConfig(name="kinds", data=DataConfig(tfrecords=str(base / "tfrecords"), cache=False, augment=None,
@@ -60,6 +61,7 @@ def test_reports_are_written_by_each_kind(trained):
     assert set(test["attributes"]["per_attribute"]) == set(ATTRIBUTES)
     assert test["attributes"]["mean_accuracy"] == pytest.approx(np.mean(list(test["attributes"]["per_attribute"].values())))
     assert test["age"]["mae"] > 0 and test["age"]["count"] == 16
+    assert set(test["scores"]["per_attribute"]) == set(ATTRIBUTES) and test["scores"]["count"]["Male"] == 16
     assert "top1" in test["identity"] or "confusion" in test["identity"]
     table = (trained / "results.md").read_text()
     assert "| m | original | attributes | mean " in table and "MAE" in table
@@ -77,7 +79,7 @@ def test_saved_model_and_predict_read_every_kind(trained, tmp_path):
     path = export_saved_model(run, select_heads(run), "kinds", out=tmp_path, log=lambda *a: None)
     info = json.loads((path / "export.json").read_text())
     assert {k: v["kind"] for k, v in info["outputs"].items()} == {
-        "attributes": "multilabel", "age": "regression", "identity": "embedding"}
+        "attributes": "multilabel", "age": "regression", "identity": "embedding", "scores": "attribute_scores"}
     assert info["outputs"]["attributes"]["labels"] == list(ATTRIBUTES)
     x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     served = load_model(str(tmp_path / "kinds")).predict(x)
@@ -88,6 +90,13 @@ def test_saved_model_and_predict_read_every_kind(trained, tmp_path):
     np.testing.assert_allclose(served["attributes"], tf.sigmoid(raw["attributes"]).numpy(), atol=1e-5)
     np.testing.assert_allclose(served["age"], raw["age"].numpy(), atol=1e-4)
     np.testing.assert_allclose(served["identity"], tf.math.l2_normalize(feats, -1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(served["scores"], raw["scores"].numpy(), atol=1e-5)  # MSE scores: as trained
+    # the embedding's own endpoint (face galleries) answers what serving_default does, from image bytes
+    loaded = tf.saved_model.load(str(path))
+    pngs = tf.constant([tf.io.encode_png(tf.constant(img.round().astype(np.uint8))).numpy() for img in x])
+    embedded = loaded.signatures["embed_identity"](image_bytes=pngs)["embedding"].numpy()
+    default = loaded.signatures["serving_default"](image=tf.constant(x.round()))["identity"].numpy()
+    np.testing.assert_allclose(embedded, default, atol=1e-5)
     reading = head_kind("multilabel").read(served["attributes"][0], ATTRIBUTES)
     assert set(reading["probabilities"]) == set(ATTRIBUTES)
     from kerasface.predict.results import ValuesResult

@@ -212,6 +212,15 @@ class ServingGraph:
 
         return fn
 
+    def embed(self, task: Task):
+        """embed_<task>(image_bytes) -> {"embedding": [B, D] L2-normalised}: what a face gallery or
+        a verification service calls, without the other outputs' names."""
+
+        def embed(image_bytes):
+            return {"embedding": self.serve_bytes(image_bytes)[task.name]}
+
+        return embed
+
     def _classify_scores(self, inputs: tf.Tensor, task: Task) -> tf.Tensor:
         parsed = tf.io.parse_example(tf.reshape(inputs, [-1]), {"image/encoded": tf.io.FixedLenFeature([], tf.string)})
         head = next(h for h in self.heads if any(t.name == task.name for t in h.tasks))
@@ -255,6 +264,9 @@ class ServingGraph:
             if head_kind(task.kind).has_classes:
                 result.append((f"classify_{task.name}", self.classify(task),
                                [tf.TensorSpec([None], tf.string, name=CLASSIFY_INPUT)]))
+            if head_kind(task.kind).needs_features:  # a face embedding: its own endpoint for galleries
+                result.append((f"embed_{task.name}", self.embed(task),
+                               [tf.TensorSpec([None], tf.string, name=BYTES_INPUT)]))
         result.append(("labels", labels, [tf.TensorSpec([None], tf.int32, name=LABELS_INPUT)]))
         return result
 

@@ -13,6 +13,7 @@ Signatures:
   predict_images      image_bytes  string  [B] encoded JPEG/PNG crops   -> same outputs
   predict_examples    examples     string  [B] serialized tf.Example     -> same outputs
   classify_<task>     inputs       string  [B] serialized tf.Example     -> classes, scores (Classify API)
+  embed_<task>        image_bytes  string  [B] encoded crops             -> embedding [B, D] (embedding heads)
   labels              rows         int32   [B] (values ignored)          -> each output's labels, per row
 
 The version folder is written under a temporary name inside models/NAME/ (TF Serving and

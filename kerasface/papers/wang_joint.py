@@ -10,7 +10,8 @@ Data:     $KERASFACE_IDENTITY_FOLDERS: CASIA-WebFace as <id>/<nnn>.jpg, with lan
 Demo:     python -m kerasface.train --paper=wang_joint --demo    (synthetic identities whose attributes
           the generator decides, MegaFace- and LFW-format demo sets)
 Variants: wang_joint:no_attr (the "without Attribute" rows of Tables 2-3: identity loss only),
-          wang_joint:blocks (Table 5: Full-, Fast- and Variant-Block, each with attributes)
+          wang_joint:blocks (Table 5: Full-, Fast- and Variant-Block, each with attributes),
+          wang_joint:real_here (synthetic identities + MTFL gender as "Male": the real faces here)
 
 The recipe, as model keys of one run:
   full            the Full-Model (architectures/wang_resnet.py, 3 convs per block): identity softmax
@@ -60,27 +61,29 @@ DEMO_STEPS = (200, 200)  # phase 1, phase 2
 PAPER_LFW = {"full": 0.9815, "fast": 0.9762, "block_full": 0.9815, "block_fast": 0.9762, "block_variant": 0.9750}
 
 
-def phases(batch: int, attributes: bool) -> tuple[StageConfig, StageConfig]:
-    weights = (("attributes", 0.0),) if attributes else ()
+ATTRIBUTE_TASK = TaskConfig("attributes", kind="attribute_scores", num_classes=len(WANG_ATTRIBUTES))
+
+
+def phases(batch: int, attribute: str | None, sources=IDENTITIES) -> tuple[StageConfig, StageConfig]:
+    """lambda1 (the attribute task `attribute`) 0 then 0.1; lambda2 (identity) 1 throughout."""
     common = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="step", decay_rate=0.1,
-                  batch_size=batch, eval_every=5000, sources=IDENTITIES)
-    return (StageConfig(name="phase1", lr=0.01, boundaries=(40_000, 58_000), steps=70_000,
-                        loss_weights=(("identity", 1.0), *weights), **common),
-            StageConfig(name="phase2", lr=0.001, boundaries=(10_000, 20_000), steps=30_000,
-                        loss_weights=(("identity", 1.0), *((("attributes", 0.1),) if attributes else ())),
-                        **common))
+                  batch_size=batch, eval_every=5000, sources=sources)
+    return tuple(StageConfig(name=name, lr=lr, boundaries=boundaries, steps=steps,
+                             loss_weights=(("identity", 1.0), *(((attribute, weight),) if attribute else ())), **common)
+                 for name, lr, boundaries, steps, weight in (("phase1", 0.01, (40_000, 58_000), 70_000, 0.0),
+                                                             ("phase2", 0.001, (10_000, 20_000), 30_000, 0.1)))
 
 
-def joint_model(arch: str, attributes: bool = True, **arch_kwargs) -> ModelConfig:
-    tasks = (TaskConfig("identity", kind="embedding", num_classes=0),)
-    if attributes:
-        tasks += (TaskConfig("attributes", kind="attribute_scores", num_classes=len(WANG_ATTRIBUTES)),)
-    else:
-        arch_kwargs["attribute_heads"] = []  # no head gets the attribute FC (a list: as config.json gives it back)
-    what = ("identity softmax + seven attributes (MSE), two phases (attributes weighted 0, then 0.1)" if attributes
-            else "identity softmax only, two phases")
+def joint_model(arch: str, attribute: TaskConfig | None = ATTRIBUTE_TASK, sources=IDENTITIES, **arch_kwargs) -> ModelConfig:
+    """The identity softmax, and `attribute` (None: none) behind the extra FC 1024 of the attribute head."""
+    tasks = (TaskConfig("identity", kind="embedding", num_classes=0),) + ((attribute,) if attribute else ())
+    # the attribute head's own FC (a list: as config.json gives it back)
+    arch_kwargs["attribute_heads"] = [attribute.name] if attribute else []
+    what = (f"identity softmax + {attribute.name} ({attribute.kind}), two phases ({attribute.name} weighted 0, "
+            f"then 0.1)" if attribute else "identity softmax only, two phases")
     return ModelConfig(arch=arch, input_size=(112, 96), arch_kwargs=dict(arch_kwargs), tasks=tasks,
-                       stages=phases(BATCH[arch], attributes), description=f"{arch}: {what}")
+                       stages=phases(BATCH[arch], attribute.name if attribute else None, sources),
+                       description=f"{arch}: {what}")
 
 
 def wang_joint() -> PaperConfig:
@@ -98,8 +101,8 @@ def wang_joint() -> PaperConfig:
 
 def no_attr_config(cfg: PaperConfig) -> PaperConfig:
     """Tables 2-3's "without Attribute" rows beside the joint models."""
-    models = {**cfg.models, "full_no_attr": joint_model("wang_full", attributes=False),
-              "fast_no_attr": joint_model("wang_fast", attributes=False)}
+    models = {**cfg.models, "full_no_attr": joint_model("wang_full", None),
+              "fast_no_attr": joint_model("wang_fast", None)}
     return dataclasses.replace(cfg, models=models, protocol_models=tuple(models))
 
 
@@ -109,23 +112,36 @@ def blocks_config(cfg: PaperConfig) -> PaperConfig:
     return dataclasses.replace(cfg, models=models, protocol_models=tuple(models), deploy="block_full")
 
 
+def cpu_scale(model: ModelConfig, steps: tuple[int, int], size: tuple[int, int], width: float, note: str) -> ModelConfig:
+    """A model at a CPU's scale: Adam for a few hundred or thousand steps (SGD at the paper's rates
+    barely moves in so few), precise BN, a smaller input and width."""
+    stages = tuple(dataclasses.replace(s, optimizer="adam", lr=1e-3, schedule="constant", boundaries=(),
+                                       weight_decay=0.0, steps=n, batch_size=32, eval_every=n, precise_bn_batches=8)
+                   for s, n in zip(model.stages, steps))
+    return dataclasses.replace(model, input_size=size, stages=stages, arch_kwargs={**model.arch_kwargs, "width": width},
+                               description=f"{model.description} [{note}: {'+'.join(map(str, steps))} Adam steps, "
+                                           f"{size[0]}x{size[1]}, {width:g} width]")
+
+
+def real_here_config(cfg: PaperConfig) -> PaperConfig:
+    """The real-face part here: no CASIA-WebFace, CelebA or MegaFace on these machines, so the
+    identity softmax learns the synthetic demo identities while the attribute head learns the one
+    of the seven with real labels here, Male, from MTFL's gender (real photos, aligned 112x96 by
+    their five points), tested on MTFL's AFLW test faces. Full-Model at 1/2 width."""
+    identities = tuple(dataclasses.replace(s, synthetic=True) for s in IDENTITIES)
+    sources = identities + (SourceConfig("mtfl", tasks=("gender",)),)
+    model = joint_model("wang_full", TaskConfig("gender", num_classes=2), sources)
+    model = cpu_scale(model, (1500, 1500), (112, 96), 0.5, "real faces here")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=sources), models={"full": model},
+                               protocol_models=("full",), reported={"full/gender/*": WANG_TABLE4["Ours"]["Male"]})
+
+
 def demo_config(cfg: PaperConfig) -> PaperConfig:
     """The demo identity tree (40 synthetic people, their attributes and five points written by the
     generator), MegaFace- and LFW-format demo sets; 1/4 width at 56x48 (the smallest input the five
-    pools allow is 48), Adam for a few hundred steps (SGD at the paper's rates barely moves in so
-    few), precise BN; Full, Fast and Full without attributes."""
+    pools allow is 48), a few hundred Adam steps (cpu_scale); Full, Fast and Full without attributes."""
     cfg = no_attr_config(cfg)
-    models = {}
-    for key in ("full", "fast", "full_no_attr"):
-        model = cfg.models[key]
-        stages = tuple(dataclasses.replace(s, optimizer="adam", lr=1e-3, schedule="constant", boundaries=(),
-                                           weight_decay=0.0, steps=steps, batch_size=32, eval_every=steps,
-                                           precise_bn_batches=8)
-                       for s, steps in zip(model.stages, DEMO_STEPS))
-        models[key] = dataclasses.replace(model, input_size=(56, 48), stages=stages,
-                                          arch_kwargs={**model.arch_kwargs, "width": 0.25},
-                                          description=f"{model.description} [demo: {'+'.join(map(str, DEMO_STEPS))} "
-                                                      f"Adam steps, 56x48, 1/4 width]")
+    models = {key: cpu_scale(cfg.models[key], DEMO_STEPS, (56, 48), 0.25, "demo") for key in ("full", "fast", "full_no_attr")}
     data = dataclasses.replace(cfg.data, deterministic=True, num_shards=1)
     return dataclasses.replace(cfg, data=data, demo=True, models=models, protocol_models=tuple(models))
 
@@ -133,6 +149,8 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
 register_paper("wang_joint", variants={
     "no_attr": ("Full and Fast, each with and without the attribute task (Tables 2-3)", no_attr_config),
     "blocks": ("Table 5: Full-, Fast- and Variant-Block networks, each with attributes", blocks_config),
+    "real_here": ("synthetic identities + MTFL gender as the attribute Male (real faces), tested on AFLW",
+                  real_here_config),
     "demo": ("synthetic identities with generator attributes, MegaFace/LFW-format demo sets, 56x48, "
              "< 10 min on 2 cores", demo_config),
 })(wang_joint)

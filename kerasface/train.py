@@ -762,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         units = plan_units(cfg, args.model, args.attribute, args.crop)
         if not cfg.demo:  # fail early, saying where each dataset was looked for
             sources = data_sources(cfg.data)
-            for source in sources:
+            for source in (s for s in sources if not s.synthetic):  # a synthetic source is rendered here
                 DATASETS.get(source.dataset).resolve_root(source.root or (args.data if len(sources) == 1 else None))
         for unit in units:  # then the pretrained weights, before any conversion or training
             check_weights(unit.model)

@@ -58,7 +58,9 @@ case "${1:-}" in
   test)
     ensure_venv
     shift
-    "$VENV/bin/python" -m pytest -q "$@"
+    # test files spread over worker processes (pytest-xdist): much of the suite is single-threaded
+    # graph tracing, so 2 workers use both cores; KERASFACE_TEST_WORKERS=0 runs in one process
+    "$VENV/bin/python" -m pytest -q -n "${KERASFACE_TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   lock)
     lock

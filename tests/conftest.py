@@ -52,3 +52,17 @@ def demo_records(demo_mtfl, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("records") / "mtfl-nose_centred_150"
     convert("mtfl", str(demo_mtfl), out, crop="nose_centred_150", shards=2, workers=1, progress=False)
     return out
+
+
+# The longest test files start first: under `./dev.sh test` (pytest-xdist, --dist loadfile) files
+# are handed to the workers in collection order, and a 5-minute file handed out last would run
+# alone at the end while the other worker sits idle.
+LONGEST_FIRST = ("test_demo_recipe.py", "test_custom_data.py", "test_train.py", "test_registry_config.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the others is kept

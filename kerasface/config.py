@@ -88,6 +88,9 @@ class TaskConfig:
     # (n / (classes * n_class) from the training counts in the manifests) or one weight per class
     # ("1,3"). The trainer resolves "balanced" into numbers before training.
     class_weights: str = ""
+    # Multilabel: also report the operating point at this false-positive rate (0 = none): one
+    # threshold over every attribute's probability, chosen on validation (kerasface.metrics.operating_point)
+    operating_fpr: float = 0.0
 
 
 @dataclass(frozen=True)

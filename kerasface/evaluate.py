@@ -22,20 +22,35 @@ from kerasface.grids import write_grids
 from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
 
 
-def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size) -> dict:
-    """One report per task of a unit.json, by its head kind."""
+def unit_task(task: dict) -> TaskConfig:
+    """The TaskConfig of a task entry of unit.json (what evaluation needs of it)."""
+    return TaskConfig(task["name"], kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
+                      label=task.get("label", ""), operating_fpr=task.get("operating_fpr", 0.0))
+
+
+def task_reports(outputs: dict, targets: dict, tasks: list[dict], input_size, reference: dict | None = None) -> dict:
+    """One report per task of a unit.json, by its head kind. `reference`: the reports of the
+    validation split when this split is another (HeadKind.report)."""
     from kerasface.tasks import head_kind
 
     reports = {}
     for task in tasks:
-        cfg = TaskConfig(task["name"], kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
-                         label=task.get("label", ""))
+        cfg = unit_task(task)
         if target_key(cfg) not in targets:  # none of the split's sources labels it
             reports[cfg.name] = {"count": 0}
             continue
         reports[cfg.name] = head_kind(cfg.kind).report(cfg, outputs[cfg.name], targets[target_key(cfg)],
-                                                       task.get("labels") or [], input_size)
+                                                       task.get("labels") or [], input_size,
+                                                       (reference or {}).get(cfg.name))
     return reports
+
+
+def reference_split(split: str, splits: list[str]) -> str | None:
+    """The validation split whose choices `split` applies (multilabel's operating threshold): "val"
+    of the same source(s), when it is evaluated before `split`; None for val itself (it chooses)."""
+    owner, _, _ = split.rpartition("/")
+    val = f"{owner}/val" if owner else "val"
+    return val if val in splits[:splits.index(split)] else None
 
 
 def evaluation_splits(sources: list[dict]) -> list[str]:
@@ -136,7 +151,7 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
     splits = evaluation_splits([{"name": s.name, "folder": s.folder} for s in sources])
     # only the sources that label one of the unit's tasks are run (the split names stay those of
     # every source, so the run's table lines up): flickr_depth's gender branch skips FER2013
-    wanted = {target_key(TaskConfig(t["name"], kind=t["kind"], label=t.get("label", ""))) for t in record["tasks"]}
+    wanted = {target_key(unit_task(t)) for t in record["tasks"]}
     labelling = [s for s in sources if wanted & set(s.tasks or manifest_labels(read_manifest(s.folder)))]
     saved, not_run = {}, []
     for split in splits:
@@ -153,14 +168,18 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
                                          names, split)
         saved.update({f"{split}|output|{k}": v for k, v in outputs.items()})
         saved.update({f"{split}|target|{k}": v for k, v in targets.items()})
-        reports = task_reports(outputs, targets, record["tasks"], record["input_size"])
+        reference = reference_split(split, splits)
+        reports = task_reports(outputs, targets, record["tasks"], record["input_size"],
+                               record.get(f"{reference}_metrics") if reference else None)
         record[f"{split}_metrics"] = reports
         record[split] = {k: headline(v) for k, v in reports.items() if v.get("count", 1)}
         if ensemble:
             runs = [predict_split(f, data, chosen, record["input_size"], record["channels"], names, split)[0]
                     for f in ensemble]
             averaged = {k: kinds[k].average([r[k] for r in runs]) for k in names}
-            record[f"{split}_ensemble_metrics"] = task_reports(averaged, targets, record["tasks"], record["input_size"])
+            record[f"{split}_ensemble_metrics"] = task_reports(
+                averaged, targets, record["tasks"], record["input_size"],
+                record.get(f"{reference}_ensemble_metrics") if reference else None)
             record["ensemble_size"] = len(ensemble)
         if split.rpartition("/")[2] == "test" or split == splits[-1]:
             for name, report in reports.items():
@@ -217,6 +236,8 @@ class Reported:
     def __str__(self) -> str:
         std = f" +- {100 * self.std:.2f}" if self.std is not None else ""
         number = f"{100 * self.value:.2f}{std}%" if std else f"{100 * self.value:.1f}%"
+        # another metric than the row's accuracy says which (flickr_depth's "tpr at fpr 1.03%")
+        number = number if self.metric == "accuracy" else f"{number} {self.metric}"
         return number if self.split == "test" else f"{self.split} {number}"
 
 
@@ -296,8 +317,7 @@ def evaluate_ensembles(run_dir: Path, cfg: PaperConfig, records: list[dict],
         if not chosen:
             continue
         task = next(t for t in chosen[0]["tasks"] if t["name"] == task_name)
-        task_cfg = TaskConfig(task_name, kind=task["kind"], num_classes=len(task.get("labels") or []) or 2,
-                              label=task.get("label", ""))
+        task_cfg = unit_task(task)
         kind = head_kind(task_cfg.kind)
         splits = [s for s in evaluated_splits(chosen[0])
                   if all(s in evaluated_splits(r) and s not in r.get("not_run", ()) for r in chosen)]
@@ -312,8 +332,9 @@ def evaluate_ensembles(run_dir: Path, cfg: PaperConfig, records: list[dict],
                                      f"on the same {split} faces in the same order; convert their crops from the "
                                      f"same dataset and seed")
             averaged = kind.average([outputs[task_name] for outputs, _ in loaded])
+            reference = reference_split(split, splits)
             results[name][split] = kind.report(task_cfg, averaged, first, task.get("labels") or [],
-                                               chosen[0]["input_size"])
+                                               chosen[0]["input_size"], results[name].get(reference))
         paper = reported_for(cfg, name, task_name, "*")
         crops = " + ".join(r["crop"] for r in chosen)
         rows.append((f"ensemble {name}", crops, f"{task_name} (mean of {', '.join(r['model_key'] for r in chosen)})",

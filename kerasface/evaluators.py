@@ -2,7 +2,9 @@
 
   classification  accuracy, per-class precision/recall, confusion matrix (top-1/top-5 when the
                   task has more than MAX_CONFUSION_CLASSES classes)
-  multilabel      accuracy per attribute and their mean
+  multilabel      accuracy per attribute and their mean; optionally an operating point: one
+                  threshold over every attribute's probability at a target false-positive rate,
+                  chosen on validation and applied to the other splits, with its tpr and fpr
   regression      mean absolute and root-mean-square error
   landmarks       mean point error normalised by the inter-ocular distance (NME)
   verification    the LFW pairs protocol: 10 folds, the threshold chosen on 9, accuracy on the 10th,
@@ -55,10 +57,18 @@ def identity(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = ()) 
 
 
 @evaluator("multilabel")
-def multilabel(labels: np.ndarray, logits: np.ndarray, names: Sequence[str] = ()) -> dict:
-    from kerasface.metrics import multilabel_report
+def multilabel(labels: np.ndarray, logits: np.ndarray, names: Sequence[str] = (), operating_fpr: float = 0.0,
+               threshold: float | None = None) -> dict:
+    """Accuracy per attribute at probability 0.5; with `operating_fpr` > 0 also the operating point
+    (metrics.operating_point) on the sigmoid probabilities: its threshold chosen on these samples,
+    or `threshold` (the validation split's) applied to them."""
+    from kerasface.metrics import multilabel_report, operating_point
 
-    return multilabel_report(labels, logits > 0, list(names) or [str(i) for i in range(logits.shape[-1])])
+    report = multilabel_report(labels, logits > 0, list(names) or [str(i) for i in range(logits.shape[-1])])
+    if operating_fpr:
+        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+        report["operating_point"] = operating_point(labels, probabilities, operating_fpr, threshold)
+    return report
 
 
 @evaluator("regression")

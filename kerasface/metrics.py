@@ -84,6 +84,49 @@ def multilabel_report(labels: np.ndarray, predicted: np.ndarray, names: Sequence
     return {"mean_accuracy": mean, "accuracy": mean, "per_attribute": per, "count": int(labels.shape[0])}
 
 
+def fpr_threshold(scores: np.ndarray, positive: np.ndarray, target_fpr: float) -> float:
+    """The lowest threshold (score >= threshold means present) whose false-positive rate over these
+    scores is <= target_fpr. Candidates are the scores themselves: scores tied at a value are all in
+    or all out. When even the highest score lets too many negatives through, the threshold is the
+    next float above the highest score: nothing is predicted."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, negative = scores[order], ~positive[order]
+    last = np.r_[ranked[1:] != ranked[:-1], True]  # the last pair of each run of equal scores
+    # the false-positive rate at each distinct score taken as the threshold, highest score first:
+    # it only grows as the threshold falls, so the allowed thresholds are a prefix of this list
+    rate = np.cumsum(negative)[last] / max(int(negative.sum()), 1)
+    allowed = np.flatnonzero(rate <= target_fpr)
+    return float(ranked[last][allowed[-1]]) if len(allowed) else float(np.nextafter(ranked[0], np.inf))
+
+
+def operating_point(labels: np.ndarray, probabilities: np.ndarray, target_fpr: float,
+                    threshold: float | None = None) -> dict:
+    """True and false positive rates of a multilabel head at one threshold over all its attributes
+    (micro: every (sample, attribute) pair with a known 0/1 label counts once; -1 = unknown is left
+    out). Without `threshold` it is chosen on these pairs (fpr_threshold: the lowest whose
+    false-positive rate is <= target_fpr); with one (chosen on the validation split) it is applied.
+    `no_label`: the fraction of samples with at least one known label that get no attribute at all
+    (a sample's prediction is every attribute whose probability reaches the threshold, known label
+    or not: what a user of the model would see)."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, np.float64)
+    known = labels >= 0
+    scores, positive = probabilities[known], labels[known] == 1
+    chosen_here = threshold is None
+    if chosen_here and len(scores):
+        threshold = fpr_threshold(scores, positive, target_fpr)
+    predicted = probabilities >= threshold if threshold is not None else np.zeros(labels.shape, bool)
+    hit = predicted[known]
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    true_pos, false_pos = int((hit & positive).sum()), int((hit & ~positive).sum())
+    labelled = known.reshape(len(labels), -1).any(-1)
+    without = labelled & ~predicted.reshape(len(labels), -1).any(-1)
+    return {"threshold": threshold, "chosen_on": "this split" if chosen_here else "validation split",
+            "tpr": true_pos / max(positives, 1), "fpr": false_pos / max(negatives, 1),
+            "target_fpr": float(target_fpr), "no_label": int(without.sum()) / max(int(labelled.sum()), 1),
+            "positives": positives, "negatives": negatives, "true_positives": true_pos,
+            "false_positives": false_pos, "samples": int(labelled.sum()), "samples_without_label": int(without.sum())}
+
+
 def regression_report(target: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
     """Mean absolute and root-mean-square error per value over the known targets."""
     target = np.asarray(target)

@@ -6,7 +6,8 @@ exporters and predict ask the kind instead of testing names, so a new kind is on
   classification  softmax logits over `num_classes`; `loss` = "softmax" (cross-entropy) or "svm"
                   (BKNet's squared-hinge multi-class SVM); label: a class index (-1 = unlabelled)
   multilabel      `num_classes` independent binary attributes in one sigmoid head (CelebA's 40);
-                  label: a vector of 0/1, -1 where unknown
+                  label: a vector of 0/1, -1 where unknown; with `operating_fpr` also reported at
+                  one threshold over all attributes (tpr at that fpr: flickr_depth's ethnicity)
   regression      `num_classes` real values (age; wang_joint's attribute scores), squared error;
                   label: a float vector, NaN where unknown (a 0/1 multilabel label is read as floats)
   attribute_scores
@@ -43,6 +44,7 @@ class HeadKind:
     has_classes = False  # exported with TF Serving Classify signatures and class labels
     pixel_coordinates = False  # trained as fractions of the input, exported in pixels
     needs_features = False  # exported from the model's "features" layer, not its head
+    operating_point = False  # reports tpr/fpr at one threshold chosen for TaskConfig.operating_fpr
 
     # ---- training (TensorFlow)
     def loss(self, task, target, output, global_batch):
@@ -57,7 +59,10 @@ class HeadKind:
         raise NotImplementedError
 
     def report(self, task, output: np.ndarray, target: np.ndarray, labels: Sequence[str],
-               input_size: Sequence[int]) -> dict:
+               input_size: Sequence[int], reference: dict | None = None) -> dict:
+        """The task's report for metrics.json. `reference`: its report on the validation split when
+        this is another split, so that what is chosen on data (multilabel's operating threshold)
+        is chosen on validation and only applied here."""
         from kerasface.evaluators import EVALUATORS
 
         return EVALUATORS.get(self.evaluator)(target, output, labels)
@@ -177,6 +182,7 @@ class Multilabel(HeadKind):
     name = "multilabel"
     evaluator = "multilabel"
     label_types = ("multilabel",)
+    operating_point = True
 
     def loss(self, task, target, output, global_batch):
         from kerasface.losses import masked_sigmoid_cross_entropy
@@ -185,6 +191,12 @@ class Multilabel(HeadKind):
 
     def batch_accuracy(self, task, target, output, global_batch):
         return _attribute_accuracy(target, output > 0, global_batch)
+
+    def report(self, task, output, target, labels, input_size, reference=None):
+        from kerasface.evaluators import EVALUATORS
+
+        chosen = ((reference or {}).get("operating_point") or {}).get("threshold")
+        return EVALUATORS.get(self.evaluator)(target, output, labels, task.operating_fpr, chosen)
 
     def score(self, task, output, target):
         return self.report(task, output, target, (), ())["mean_accuracy"]
@@ -195,11 +207,16 @@ class Multilabel(HeadKind):
         return np.log(probs / (1.0 - probs))  # back to logits: > 0 means present
 
     def summary(self, report):
-        return f"mean {100 * report['mean_accuracy']:.1f}%"
+        point = report.get("operating_point")
+        at = f"; tpr {100 * point['tpr']:.1f}% at fpr {100 * point['fpr']:.1f}%" if point else ""
+        return f"mean {100 * report['mean_accuracy']:.1f}%{at}"
 
     def detail(self, report):
         worst = sorted(report["per_attribute"].items(), key=lambda kv: kv[1])[:3]
-        return "lowest " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst)
+        point = report.get("operating_point")
+        at = (f"threshold {point['threshold']:.3g} ({point['chosen_on']}), {100 * point['no_label']:.2f}% "
+              f"with no attribute; " if point and point["threshold"] is not None else "")
+        return at + "lowest " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst)
 
     def export(self, output, features=None):
         import tensorflow as tf
@@ -287,7 +304,7 @@ class Landmarks(HeadKind):
 
         return -landmark_report(target, output, 1.0, 1.0)["nme"]
 
-    def report(self, task, output, target, labels, input_size):
+    def report(self, task, output, target, labels, input_size, reference=None):
         from kerasface.evaluators import EVALUATORS
 
         return EVALUATORS.get(self.evaluator)(target, output, input_size)
@@ -380,3 +397,8 @@ def validate_task(task, where: str) -> None:
                              f"comma-separated numbers, got {task.class_weights!r}")
     elif task.class_weights and not kind.has_classes:
         raise ValueError(f"{where}.class_weights: only classification tasks weight classes ({task.kind} has none)")
+    if not 0.0 <= task.operating_fpr < 1.0:
+        raise ValueError(f"{where}.operating_fpr: expected a false-positive rate in [0, 1) (0: none reported), "
+                         f"got {task.operating_fpr}")
+    if task.operating_fpr and not kind.operating_point:
+        raise ValueError(f"{where}.operating_fpr: {task.kind} reports no operating point (multilabel heads do)")

@@ -610,6 +610,7 @@ def unit_record(unit: Unit, sources: list[Source], labels: dict) -> dict:
         "sources": [{"name": s.name, "folder": str(s.folder), "weight": s.weight, "tasks": list(s.tasks)}
                     for s in sources],
         "tasks": [{"name": t.name, "kind": t.kind, **({"label": t.label} if t.label else {}),
+                   **({"operating_fpr": t.operating_fpr} if t.operating_fpr else {}),
                    "labels": head_kind(t.kind).label_names(t, labels.get(target_key(t), []))} for t in m.tasks],
     }
 

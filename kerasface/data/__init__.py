@@ -97,4 +97,5 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-from kerasface.data import celeba, csv_table, fer2013, folders, fotw, genki4k, identity_folders, imdb_wiki, lfw, mtfl  # noqa: E402,F401  (registration)
+from kerasface.data import (celeba, csv_table, ethnicity_csv, fer2013, folders, fotw, genki4k,  # noqa: E402,F401
+                             identity_folders, imdb_wiki, lfw, mtfl)  # (registration)

@@ -22,11 +22,16 @@ or a semicolon; a UTF-8 byte-order mark (Excel) is ignored.
 - Every other column is a label, and each label becomes a task named after the column. Text
   (or numbers, by default) become classes, sorted (kerasface.data.own_data.class_names), names
   kept in the manifest; the columns named by the reader option `regression` ("age" or
-  "age,score") become regression targets (real values). An empty cell is unknown: masked in
-  the loss.
+  "age,score") become regression targets (real values), and those named by `multilabel`
+  ("ethnicity") multi-label targets: a cell lists the values that apply, separated by `|`
+  (`white|south-asian`), the label's attribute names being every value of the column, sorted; a
+  face gets 1 for the values its cell lists and 0 for the others. An empty cell is unknown:
+  masked in the loss.
 
 A row that cannot be used (a wrong number of fields, no image path, a box, landmark or
-regression cell that is not a number, an unknown split) is not fatal: it comes back as an
+regression cell that is not a number, a multi-label cell with an empty value (`white||black`) or,
+where the names are fixed (`read_table(names=...)`), an unknown one, an unknown split) is not
+fatal: it comes back as an
 unusable FaceAnnotation naming `labels.csv:LINE` and the reason, which the converter skips, counts
 and lists (fatal under --strict). A header without an image column, or with some of the box or
 landmark columns but not all, is a FormatError: the whole table is unusable.
@@ -53,7 +58,10 @@ IMAGE_COLUMNS = ("image", "path", "file", "filename", "image_path", "img")
 BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
 LANDMARK_COLUMNS = tuple(f"{point}_{axis}" for point in LANDMARK_NAMES for axis in "xy")
 SPLIT_COLUMN = "split"
-OPTIONS = {"regression": "label columns that are real values (regression targets), comma-separated, e.g. age"}
+OPTIONS = {"regression": "label columns that are real values (regression targets), comma-separated, e.g. age",
+           "multilabel": "label columns whose cells list several values separated by | (multi-label targets), "
+                         "comma-separated, e.g. ethnicity"}
+SEPARATOR = "|"  # between the values of a multi-label cell
 
 
 class CSVFormatError(FormatError):
@@ -126,8 +134,26 @@ def _columns(header: list[str], where: str) -> tuple[int, list[int] | None, list
     return image, groups[0], groups[1], split, labels
 
 
-def read_table(path: str | os.PathLike, regression: str = "") -> Table:
-    """Parse the CSV at `path` (see the module docstring)."""
+def _option_columns(option: str, given: str, label_cols: dict, where: str) -> list[str]:
+    """The label columns a reader option names ("age,score"), each checked against the header."""
+    names = [label_name(n) for n in given.split(",") if n.strip()] if given else []
+    for name in names:
+        if name not in label_cols:
+            raise CSVFormatError(f"{where}: --{option} {name}: no label column {name!r} "
+                                 f"(label columns: {', '.join(label_cols)})")
+    return names
+
+
+def _values(cell: str) -> list[str]:
+    """The values a multi-label cell lists ("" for an empty one between separators)."""
+    return [value.strip() for value in cell.split(SEPARATOR)]
+
+
+def read_table(path: str | os.PathLike, regression: str = "", multilabel: str = "",
+               names: dict[str, tuple[str, ...]] | None = None) -> Table:
+    """Parse the CSV at `path` (see the module docstring). `names`: fixed attribute names of
+    multi-label columns (a dataset whose head has a known width: flickr_depth's ethnicity), where
+    a value outside them makes the row unusable; other columns take the values they hold."""
     path = Path(path)
     with open(path, "r", encoding="utf-8-sig", newline="") as handle:
         text = handle.read()
@@ -135,11 +161,11 @@ def read_table(path: str | os.PathLike, regression: str = "") -> Table:
     rows = csv.reader(text.splitlines(), delimiter=_delimiter(path, first))
     header = [name.strip() for name in next(rows, [])]
     image_col, box_cols, point_cols, split_col, label_cols = _columns(header, f"{path}:1")
-    wanted = [label_name(n) for n in regression.split(",") if n.strip()] if regression else []
-    for name in wanted:
-        if name not in label_cols:
-            raise CSVFormatError(f"{path}:1: --regression {name}: no label column {name!r} "
-                                 f"(label columns: {', '.join(label_cols)})")
+    wanted = _option_columns("regression", regression, label_cols, f"{path}:1")
+    several = _option_columns("multilabel", multilabel, label_cols, f"{path}:1")
+    if set(wanted) & set(several):
+        raise CSVFormatError(f"{path}:1: {', '.join(sorted(set(wanted) & set(several)))}: named by both "
+                             f"--regression and --multilabel")
     table = Table()
     parsed = []  # (line, where, cells, split) of the rows whose layout is right
     for row in rows:
@@ -159,9 +185,14 @@ def read_table(path: str | os.PathLike, regression: str = "") -> Table:
                                             cells[image_col]), None))
         else:
             parsed.append((line, where, cells, split))
-    names = {key: class_names(cells[col] for _, _, cells, _ in parsed)
-             for key, col in label_cols.items() if key not in wanted}
-    table.labels = {key: ({"type": "value", "names": (key,)} if key in wanted else names[key]) for key in label_cols}
+    classes = {key: class_names(cells[col] for _, _, cells, _ in parsed)
+               for key, col in label_cols.items() if key not in wanted and key not in several}
+    attributes = {key: tuple((names or {}).get(key) or
+                             class_names(v for _, _, cells, _ in parsed for v in _values(cells[label_cols[key]])))
+                  for key in several}
+    table.labels = {key: ({"type": "value", "names": (key,)} if key in wanted else
+                          {"type": "multilabel", "names": attributes[key]} if key in several else classes[key])
+                    for key in label_cols}
     for line, where, cells, split in parsed:
         image = cells[image_col].replace("\\", "/")
         box, reason = _numbers([cells[i] for i in box_cols], "box_x, box_y, box_width, box_height") \
@@ -175,8 +206,19 @@ def read_table(path: str | os.PathLike, regression: str = "") -> Table:
                 if value is None:
                     reason = reason or f"{key} must be a number (it is a regression target), got {cells[col]!r}"
                 labels[key] = (value,)
+            elif key in several:
+                listed = set(_values(cells[col])) if cells[col] else set()
+                unknown = sorted(listed - set(attributes[key]))
+                if "" in listed:
+                    reason = reason or (f"{key}: an empty value in {cells[col]!r} (values are separated by "
+                                        f"{SEPARATOR}, e.g. white{SEPARATOR}south-asian)")
+                elif unknown:
+                    reason = reason or (f"{key}: {', '.join(map(repr, unknown))} is not one of "
+                                        f"{', '.join(attributes[key])}")
+                # all -1 when the cell is empty: unknown, masked in the loss
+                labels[key] = tuple((int(n in listed) if listed else -1) for n in attributes[key])
             else:
-                labels[key] = names[key].index(cells[col]) if cells[col] else -1
+                labels[key] = classes[key].index(cells[col]) if cells[col] else -1
         if box is not None and (box[2] <= 0 or box[3] <= 0):
             reason = reason or "box_width and box_height must be positive"
         if reason:
@@ -211,18 +253,18 @@ def _locate(candidate: Path) -> Path | None:
     return next((candidate / name for name in LIST_NAMES if (candidate / name).is_file()), None)
 
 
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    return find_root(root, ENV_VAR, "CSV table", _locate,
-                     f"a CSV/TSV file, or a folder holding {' or '.join(LIST_NAMES)}")
+def resolve_root(root: str | os.PathLike | None, env_var: str = ENV_VAR, what: str = "CSV table") -> Path:
+    """The table from `root` or $env_var (a dataset in this format with its own variable passes it)."""
+    return find_root(root, env_var, what, _locate, f"a CSV/TSV file, or a folder holding {' or '.join(LIST_NAMES)}")
 
 
 def labels_of(root: Path, options: dict) -> dict:
     return read_table(root, **options).labels
 
 
-def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0,
-                regression: str = "") -> dict[str, list[FaceAnnotation]]:
-    table = read_table(root, regression)
+def read_splits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0, regression: str = "",
+                multilabel: str = "", names: dict[str, tuple[str, ...]] | None = None) -> dict[str, list[FaceAnnotation]]:
+    table = read_table(root, regression, multilabel, names)
     return assign_splits(table.faces, table.named, val_fraction, seed, table.problems)
 
 

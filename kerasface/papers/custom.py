@@ -1,7 +1,7 @@
 """custom: any registered architecture trained on your own labelled photos, with no code to write.
 
 Run:    python -m kerasface.train --paper=custom --arch bknet --data photos/labels.csv
-Tasks:  [--tasks smile,age] [--regression age]       (a CSV: every label column is a task by default)
+Tasks:  [--tasks smile,age] [--regression age] [--multilabel ethnicity]   (a CSV: every label column is a task)
 Tree:   python -m kerasface.train --paper=custom --arch tcdcn --data photos/ --attribute smile
 Other:  [--crop SCHEME] [--init RUN_OR_WEIGHTS] [--class-weights balanced] [--cropped yes] [--which-face largest]
 
@@ -15,7 +15,8 @@ The model: `--arch` is any registered architecture, at its builder's own input s
 (BKNet 48x48 gray, TCDCN 60x60, Cascade CNN 150x150, InceptionV3 299x299) with the crop and the
 training schedule of ARCH_DEFAULTS below (printed at start; every value overridable with
 `--set models.ARCH....`, e.g. `--set models.bknet.stages.0.epochs=10`). One task per label: class
-labels get a classification head (softmax), real values (`--regression`) a regression head, and
+labels get a classification head (softmax), real values (`--regression`) a regression head,
+columns of `|`-separated values (`--multilabel`) a multilabel head (one sigmoid per value), and
 `--tasks landmarks` adds the five-point head. `--init` starts from trained weights: a kerasface run
 folder (its unit of the same architecture), a unit folder or a .keras file, copying every layer
 whose name and shapes match (a head for a new task, or with another class count, stays freshly
@@ -75,6 +76,7 @@ OPTIONS = {
     "--tasks": {"metavar": "A,B", "help": "the labels to learn (default: all; 'landmarks' adds the five points)"},
     "--init": {"metavar": "RUN_OR_WEIGHTS", "help": "start from a kerasface run, unit folder, .keras or weights file"},
     "--regression": {"metavar": "COL[,COL]", "help": "CSV label columns that are real values (regression)"},
+    "--multilabel": {"metavar": "COL[,COL]", "help": "CSV label columns listing several values as a|b (multilabel)"},
     "--class-weights": {"metavar": "balanced|W,W", "help": "weight each class's loss (balanced: by its frequency)"},
     "--cropped": {"choices": ("auto", "yes", "no"), "help": "the photos are already face crops (no detection)"},
     "--which-face": {"choices": ("centre", "largest", "best"), "help": "which detected face a photo gives"},
@@ -173,9 +175,8 @@ def configure(cfg: PaperConfig, args) -> PaperConfig:
     dataset = data_format(args.data)
     spec = DATASETS.get(dataset)
     root = spec.resolve_root(args.data)
-    options = {}
-    if args.regression:
-        options["regression"] = args.regression
+    # the CSV reader's options (kerasface.data.csv_table.OPTIONS) given as flags of the same name
+    options = {name: getattr(args, name) for name in ("regression", "multilabel") if getattr(args, name)}
     if dataset == "folders" and args.attribute:
         options["attribute"] = args.attribute[0]  # the tree's one label, so --attribute also selects it
     labels = spec.label_specs_for(root, options)

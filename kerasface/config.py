@@ -69,6 +69,9 @@ class DataConfig:
     folds: int = 0  # k > 1: k-fold cross-validation over train+val; `fold` is the held-out one
     fold: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # "grpc://HOST:PORT" of a tf.data service dispatcher (kerasface.data.service): the training
+    # streams are then decoded, augmented and batched on its workers, not on the training host
+    service: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ by training, evaluation and the exported serving graphs, so they all see identic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,12 @@ def build_dataset(
     """
     sources = as_sources(folder)
     labels = union_labels(sources)
+    remote = bool(data.service) and training
+    if remote:
+        # The service's workers each run the whole stream (ShardingPolicy.OFF: the stream repeats
+        # forever, so nothing is lost by not splitting it); seeded shuffles would make every
+        # worker send the same batches, so the service's streams shuffle unseeded, as TF advises.
+        data, seed = dataclasses.replace(data, deterministic=False, cache=False), None
     split, chosen = split_of(split, sources, data.folds)
     size = tuple(int(s) for s in image_size)
     autotune = tf.data.AUTOTUNE
@@ -256,13 +263,13 @@ def build_dataset(
     cache = fits_cache(data, sum(counts), size, channels)
     streams = []
     for index, source in enumerate(chosen):
-        ds = _source_records(data, source, split, training, input_context, seed + index)
+        ds = _source_records(data, source, split, training, input_context, _offset(seed, index))
         ds = ds.map(_masked(parse, source, labels), num_parallel_calls=autotune,
                     deterministic=data.deterministic or not training)
         if cache:
             ds = ds.cache()
         if training:
-            ds = ds.shuffle(data.shuffle_buffer, seed=seed + index, reshuffle_each_iteration=True).repeat()
+            ds = ds.shuffle(data.shuffle_buffer, seed=_offset(seed, index), reshuffle_each_iteration=True).repeat()
         streams.append(ds)
     if len(streams) == 1:
         ds = streams[0]
@@ -289,7 +296,15 @@ def build_dataset(
     options = tf.data.Options()
     options.deterministic = data.deterministic or not training
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(options).prefetch(autotune)
+    ds = ds.with_options(options)
+    if remote:
+        ds = ds.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.OFF, service=data.service))
+    return ds.prefetch(autotune)
+
+
+def _offset(seed: int | None, index: int) -> int | None:
+    return None if seed is None else seed + index
 
 
 FOLD_RANK_SPEC = {"split/fold_rank": tf.io.FixedLenFeature([], tf.float32, default_value=0.0)}

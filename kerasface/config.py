@@ -119,6 +119,10 @@ class StageConfig:
     steps: int = 0  # optimizer steps; 0 -> derived from `epochs`
     epochs: float = 0.0
     eval_every: int = 200  # steps between validations; 0 = once per epoch
+    # optimizer steps per call of the compiled step function: >1 saves the per-call Python and
+    # dispatch cost where a step is short (small models, GPUs); logs and evaluations still fall
+    # on their own steps (a call never crosses one)
+    steps_per_call: int = 1
     # (glob over layer names, multiplier) pairs: Caffe-style per-layer learning rates.
     lr_multipliers: tuple[tuple[str, float], ...] = ()
     # Train only the new head on features of the frozen backbone computed once and cached.

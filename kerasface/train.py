@@ -163,10 +163,18 @@ def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active,
                 shown[t.name] = value
         return loss, per_task, shown
 
-    @tf.function
-    def train_step(iterator):
+    def one_step(iterator):
         result = strategy.run(step_fn, args=next(iterator))
         return tf.nest.map_structure(lambda v: strategy.reduce("SUM", v, axis=None), result)
+
+    @tf.function
+    def train_step(iterator, steps=None):
+        """`steps` (a scalar tensor, default 1) optimizer steps in one call; the last one's figures."""
+        result = one_step(iterator)
+        if steps is not None:
+            for _ in tf.range(steps - 1):
+                result = one_step(iterator)
+        return result
 
     return train_step
 
@@ -388,24 +396,29 @@ class Trainer:
         bar = tqdm(total=steps, initial=start, desc=f"{self.unit.name} [{stage.name}]", unit="step",
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         seen, tick = 0, time.perf_counter()
+        log_every = 10
         try:
-            for s in range(start, steps):
-                loss, per_task, correct = train_step(iterator)
-                step.assign(s + 1)
-                seen += stage.batch_size
-                bar.update(1)
-                if (s + 1) % 10 == 0 or s + 1 == steps:
+            s = start
+            while s < steps:
+                # a call ends on the next log, evaluation or last step, whichever comes first
+                n = min(stage.steps_per_call, steps - s, log_every - s % log_every, eval_every - s % eval_every)
+                loss, per_task, correct = train_step(iterator, tf.constant(n, tf.int32))
+                s += n
+                step.assign(s)
+                seen += n * stage.batch_size
+                bar.update(n)
+                if s % log_every == 0 or s == steps:
                     rate = seen / max(time.perf_counter() - tick, 1e-9)
                     post = {"loss": f"{float(loss):.3f}", "img/s": f"{rate:.0f}"}
                     post.update({f"{k}_acc": f"{float(v):.2f}" for k, v in correct.items()})
                     bar.set_postfix(post, refresh=False)
-                    with self.writer.as_default(step=offset + s + 1):
+                    with self.writer.as_default(step=offset + s):
                         tf.summary.scalar("train/loss", loss)
                         for k, v in per_task.items():
                             tf.summary.scalar(f"train/loss_{k}", v)
-                if (s + 1) % eval_every == 0 or s + 1 == steps:
-                    self.evaluate_and_select(s + 1, stage, offset)
-                    manager.save(checkpoint_number=s + 1)
+                if s % eval_every == 0 or s == steps:
+                    self.evaluate_and_select(s, stage, offset)
+                    manager.save(checkpoint_number=s)
                 if stop["now"]:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:

@@ -392,6 +392,34 @@ def test_trainer_recalibrates_batchnorm_before_validation(records, tmp_path):
     assert trainer.history[0]["step"] == 4
 
 
+def test_several_steps_per_call_train_as_single_steps_and_evaluate_on_the_same_steps(records, tmp_path):
+    # 12 steps, evaluations every 4, logs every 10: steps_per_call 5 runs calls of 4, 4, 2, 2 (a call
+    # never crosses an evaluation or a log) and must end on the weights and history of one step per
+    # call, on two replicas
+    results = []
+    for per_call in (1, 5):
+        keras.utils.set_random_seed(0)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        trainer, _ = make_trainer(records, tmp_path / str(per_call), strategy, steps_per_call=per_call)
+        calls = []
+        step_fn = trainer.make_train_step
+
+        def counting(*args, **kwargs):
+            inner = step_fn(*args, **kwargs)
+            return lambda iterator, steps=None: calls.append(int(steps)) or inner(iterator, steps)
+
+        trainer.make_train_step = counting
+        trainer.run_stage(0, trainer.unit.model.stages[0])
+        results.append(([v.numpy() for v in trainer.model.trainable_variables], trainer.history, calls))
+    (w1, history1, calls1), (w5, history5, calls5) = results
+    assert calls1 == [1] * 12 and calls5 == [4, 4, 2, 2]
+    assert [h["step"] for h in history5] == [h["step"] for h in history1] == [4, 8, 12]
+    for a, b in zip(w1, w5):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for h1, h5 in zip(history1, history5):
+        assert h5["val_score"] == pytest.approx(h1["val_score"], abs=1e-5)
+
+
 def test_stages_run_on_one_global_step_with_their_own_loss_weights(records, tmp_path):
     # stage "warmup" trains smile at weight 0 (its head must not move), stage "joint" trains it
     keras.utils.set_random_seed(0)

@@ -22,8 +22,7 @@ branch: flickr_depth's production model (kerasface.architectures.branching.branc
   (each its own compiled kerasface.inference.inference_fn, outputs fetched). Multiply-adds per image
   (kerasface.architectures.common.multiply_adds) and latency per image at each batch size. The
   input is reduced to --branch-size (112x112 by default; 224 is the recipe's) to keep the CPU run
-  short; He initialisation instead of the recipe's N(0, 0.01), whose activations overflow without
-  training.
+  short.
 
 Each configuration is warmed up (the first call traces), then the two compared functions run in
 turn for --rounds rounds of about --round-seconds each; the best round counts
@@ -114,8 +113,8 @@ def flickr_depth_models(size: int, identities: int, branches: dict[str, str]):
 
     cfg = flickr_depth()
 
-    def at_size(model_cfg):  # He initialisation: untrained N(0, 0.01) weights overflow 24 layers deep
-        return dataclasses.replace(model_cfg, input_size=size, arch_kwargs={**model_cfg.arch_kwargs, "init_std": 0.0})
+    def at_size(model_cfg):
+        return dataclasses.replace(model_cfg, input_size=size)
 
     identity = cfg.models["identity"]
     keras.utils.set_random_seed(0)

@@ -26,7 +26,9 @@ branch: flickr_depth's production model (kerasface.architectures.branching.branc
 
 Each configuration is warmed up (the first call traces), then the two compared functions run in
 turn for --rounds rounds of about --round-seconds each; the best round counts
-(benchmarks.common.seconds_per_call). Figures only; nothing is asserted.
+(benchmarks.common.seconds_per_call). Beside the wall-clock ratio, the ratio of the CPU seconds
+the process spent ("CPU"): on a machine shared with other jobs, the steadier one. Figures only;
+nothing is asserted.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def bench_embed(names, batch_sizes, identities, rounds, round_seconds) -> None:
     print(f"embedding extraction vs classification of the same model (ServingGraph.serve_float, identity head "
           f"only; {identities:,} identities), images/s, best of {rounds} rounds")
     print(f"{'model':<14} {'input':>7} {'batch':>5} {'classify img/s':>14} {'embed img/s':>11} "
-          f"{'embed/classify':>14} {'dim':>5}")
+          f"{'embed/classify':>14} {'CPU':>5} {'dim':>5}")
     for name in names:
         case = with_identities(cases[name], identities)
         identity = next(t.name for t in case.tasks if t.kind == "embedding")
@@ -96,12 +98,13 @@ def bench_embed(names, batch_sizes, identities, rounds, round_seconds) -> None:
         for batch in batch_sizes:
             x = images(case.size, batch)
             dim = int(embed(x).shape[-1])
+            cpu = {}
             per_call = seconds_per_call({"classify": lambda: fetch(classify(x)), "embed": lambda: fetch(embed(x))},
-                                        rounds, round_seconds)
+                                        rounds, round_seconds, cpu)
             size = f"{case.size[0]}x{case.size[1]}"
             print(f"{name:<14} {size:>7} {batch:>5} {batch / per_call['classify']:>14.1f} "
-                  f"{batch / per_call['embed']:>11.1f} {per_call['classify'] / per_call['embed']:>14.2f} {dim:>5}",
-                  flush=True)
+                  f"{batch / per_call['embed']:>11.1f} {per_call['classify'] / per_call['embed']:>14.2f} "
+                  f"{cpu['classify'] / cpu['embed']:>5.2f} {dim:>5}", flush=True)
 
 
 # ----------------------------------------------------------------------------- branch
@@ -144,16 +147,19 @@ def bench_branch(size: int, identities: int, branches: dict[str, str], batch_siz
     each = [inference_fn(m) for m in separate_models]
     rows = {"separate": [multiply_adds(trunk) + sum(multiply_adds(m) for _, m in tuned.values())],
             "production": [multiply_adds(production)]}
+    cpu_rows = {"separate": [], "production": []}
     agree = 0.0
     for batch in batch_sizes:
         x = images((size, size), batch)
         together = one_pass(x)
         apart = {k: v for out in (m(x) for m in each) for k, v in out.items()}
         agree = max([agree] + [float(np.max(np.abs(np.asarray(together[k]) - np.asarray(apart[k])))) for k in apart])
+        cpu = {}
         per_call = seconds_per_call({"separate": lambda: [fetch(f(x)) for f in each],
-                                     "production": lambda: fetch(one_pass(x))}, rounds, round_seconds)
+                                     "production": lambda: fetch(one_pass(x))}, rounds, round_seconds, cpu)
         for key in rows:
             rows[key].append(1000 * per_call[key] / batch)
+            cpu_rows[key].append(cpu[key])
     header = "".join(f"{f'ms/img b{b}':>12}" for b in batch_sizes)
     print(f"{'':<26} {'M mult-adds/img':>15}{header}")
     print(f"{f'separate ({len(separate_models)} models)':<26} {rows['separate'][0] / 1e6:>15.1f}"
@@ -162,6 +168,8 @@ def bench_branch(size: int, identities: int, branches: dict[str, str], batch_siz
           + "".join(f"{v:>12.2f}" for v in rows["production"][1:]))
     print(f"{'separate / production':<26} {rows['separate'][0] / rows['production'][0]:>14.2f}x"
           + "".join(f"{s / p:>11.2f}x" for s, p in zip(rows["separate"][1:], rows["production"][1:])))
+    print(f"{'  the same, CPU seconds':<26} {'':>15}"
+          + "".join(f"{s / p:>11.2f}x" for s, p in zip(cpu_rows["separate"], cpu_rows["production"])))
     print(f"outputs of the one pass vs the separate models: max |difference| {agree:.2g}")
 
 

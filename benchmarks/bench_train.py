@@ -1,7 +1,7 @@
 """Training throughput: kerasface's custom loop against plain `model.fit`, same model, same data,
 same optimizer, in the same run; plus FLOPs per image and the GFLOP/s they imply.
 
-    python benchmarks/bench_train.py [--steps 30] [--batch 32] [--rounds 2] [--arch tcdcn ...] [--identities 1000]
+    python benchmarks/bench_train.py [--steps 30] [--batch 32] [--rounds 3] [--arch tcdcn ...] [--identities 1000]
     python benchmarks/bench_train.py --arch flickr_resnet --arch wang_full --arch wang_fast
 
 Data are in-memory random batches (the input pipeline has its own benchmark), so the figures are
@@ -18,8 +18,10 @@ recipes take as many as the data has, 10,575 for CASIA-WebFace), and for wang_* 
 scores (kind `attribute_scores`, MSE, behind their own FC 1024). The custom loop computes each
 head's loss with `kerasface.tasks.head_kind(kind).loss` (kerasface.train.make_train_step); fit
 gets the equivalent Keras loss (FIT_LOSSES). On CPU, cases with a per-case batch/steps (the
-identity networks: batch 8, 4 or 2 steps a round) use them, warmed up by the tracing step alone,
-unless --batch or --steps is given; the table prints what ran.
+identity networks: batch 8, 2 or 1 steps a round) use them, warmed up by the tracing step alone,
+unless --batch or --steps is given; the table prints what ran. Beside the images/s (wall clock),
+the ratio of the CPU seconds the process spent and the cores each loop kept busy (CPU / wall):
+on a machine shared with other jobs, the CPU ratio is the steadier one.
 GFLOP/s: training counts 3x the forward FLOPs per image (forward + two backward products, the
 usual estimate); inference counts 1x.
 """
@@ -70,9 +72,9 @@ def identity_cases() -> dict[str, Case]:
     from kerasface.papers.flickr_depth import flickr_depth
     from kerasface.papers.wang_joint import joint_model
 
-    return {"flickr_resnet": recipe_case(flickr_depth().models["identity"], 8, 4),  # 224x224: 0.86 G multiply-adds
-            "wang_full": recipe_case(joint_model("wang_full"), 8, 2),  # 112x96: 4.2 G multiply-adds
-            "wang_fast": recipe_case(joint_model("wang_fast"), 8, 2)}  # 3.0 G
+    return {"flickr_resnet": recipe_case(flickr_depth().models["identity"], 8, 2),  # 224x224: 0.86 G multiply-adds
+            "wang_full": recipe_case(joint_model("wang_full"), 8, 1),  # 112x96: 4.2 G multiply-adds
+            "wang_fast": recipe_case(joint_model("wang_fast"), 8, 1)}  # 3.0 G
 
 
 CASES = {
@@ -125,10 +127,22 @@ def batches(size, channels, tasks, batch, seed=0):
     return tf.data.Dataset.from_tensor_slices((images, targets)).repeat().batch(batch, drop_remainder=True).prefetch(2)
 
 
-def bench(case: Case, batch: int, steps: int, rounds: int, warmup: int = 2):
-    """(custom loop img/s, fit img/s, inference img/s, forward FLOPs per image) of one case: each
-    loop warmed up by `warmup` steps (the first traces), then `steps` steps per round, the two
-    loops in turn for `rounds` rounds, the best round of each (benchmarks.common.best_times)."""
+@dataclasses.dataclass
+class Result:
+    custom: float  # img/s (wall clock)
+    fit: float
+    infer: float
+    flops: int  # forward FLOPs per image
+    custom_cpu: float  # the least CPU seconds of a round (all threads)
+    fit_cpu: float
+    custom_wall: float  # the best round's wall seconds
+    fit_wall: float
+
+
+def bench(case: Case, batch: int, steps: int, rounds: int, warmup: int = 2) -> Result:
+    """Custom loop, fit and inference throughput of one case: each loop warmed up by `warmup`
+    steps (the first traces), then `steps` steps per round, the two loops in turn for `rounds`
+    rounds, the best round of each (benchmarks.common.best_times)."""
     tasks = case.tasks
     heads = {t.name: t.num_classes for t in tasks}
     shape = (*case.size, case.channels)
@@ -156,13 +170,16 @@ def bench(case: Case, batch: int, steps: int, rounds: int, warmup: int = 2):
                                         else tf.cast(y[target_key(t)], tf.float32) for t in tasks}))
     fit_model.fit(fit_data, steps_per_epoch=warmup, epochs=1, verbose=0)
     # all steps of a round in one fit call, so fit pays its per-call cost once a round
+    cpu = {}
     best = best_times({"custom": lambda: [step_fn(iterator) for _ in range(steps)],
-                       "fit": lambda: fit_model.fit(fit_data, steps_per_epoch=steps, epochs=1, verbose=0)}, rounds)
+                       "fit": lambda: fit_model.fit(fit_data, steps_per_epoch=steps, epochs=1, verbose=0)},
+                      rounds, cpu)
 
     infer = inference_fn(model)
     images = next(iter(ds))[0]
     inferred = seconds_per_call({"infer": lambda: infer(images)}, rounds)["infer"]
-    return steps * batch / best["custom"], steps * batch / best["fit"], batch / inferred, flops_per_image(model)
+    return Result(steps * batch / best["custom"], steps * batch / best["fit"], batch / inferred,
+                  flops_per_image(model), cpu["custom"], cpu["fit"], best["custom"], best["fit"])
 
 
 def main() -> int:
@@ -171,7 +188,7 @@ def main() -> int:
                         help=f"cases (default: all: {', '.join(CASES)})")
     parser.add_argument("--steps", type=int, help="timed steps per loop and round (default 30, or the case's on CPU)")
     parser.add_argument("--batch", type=int, help="batch size (default 32, or the case's on CPU)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds, the loops in turn; the best counts")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, the loops in turn; the best counts")
     parser.add_argument("--identities", type=int, default=IDENTITIES,
                         help="classes of the identity softmax of flickr_resnet / wang_* (default %(default)s)")
     parser.add_argument("--full", action="store_true", help="InceptionV3 at 299x299")
@@ -189,8 +206,11 @@ def main() -> int:
     if any(any(t.kind == "embedding" for t in CASES[n].tasks) for n in names):
         print(f"identity softmax (kind embedding) over {args.identities:,} identities (the recipes: as many as "
               f"the data has, e.g. CASIA-WebFace's 10,575); wang_*: + 7 attribute scores (attribute_scores, MSE)")
+    print("custom/fit: the ratio of images/s (wall clock); CPU: the same ratio from the CPU seconds the process "
+          "spent (other jobs on the machine do not add to it); cores: CPU seconds / wall seconds, custom and fit")
     print(f"{'case':<14} {'input':>7} {'batch':>5} {'steps':>5} {'custom img/s':>12} {'fit img/s':>9} "
-          f"{'custom/fit':>10} {'infer img/s':>11} {'MFLOPs/img':>10} {'train GFLOP/s':>13} {'infer GFLOP/s':>13}")
+          f"{'custom/fit':>10} {'CPU':>5} {'cores':>9} {'infer img/s':>11} {'MFLOPs/img':>10} "
+          f"{'train GFLOP/s':>13} {'infer GFLOP/s':>13}")
     for name in names:
         case = with_identities(CASES[name], args.identities)
         if name == "inception_v3" and args.full:
@@ -199,11 +219,12 @@ def main() -> int:
         short = on_cpu and not args.batch and not args.steps and case.cpu_batch  # the case's own CPU run
         batch = args.batch or (case.cpu_batch if short else 32)
         steps = args.steps or (case.cpu_steps if short else 30)
-        custom, fitted, inferred, flops = bench(case, batch, steps, args.rounds, warmup=1 if short else 2)
+        r = bench(case, batch, steps, args.rounds, warmup=1 if short else 2)
         size = f"{case.size[0]}x{case.size[1]}"
-        print(f"{name:<14} {size:>7} {batch:>5} {steps:>5} {custom:>12.1f} {fitted:>9.1f} {custom / fitted:>10.2f} "
-              f"{inferred:>11.1f} {flops / 1e6:>10.1f} {3 * flops * custom / 1e9:>13.1f} "
-              f"{flops * inferred / 1e9:>13.1f}", flush=True)
+        cores = f"{r.custom_cpu / r.custom_wall:.1f}/{r.fit_cpu / r.fit_wall:.1f}"
+        print(f"{name:<14} {size:>7} {batch:>5} {steps:>5} {r.custom:>12.1f} {r.fit:>9.1f} {r.custom / r.fit:>10.2f} "
+              f"{r.fit_cpu / r.custom_cpu:>5.2f} {cores:>9} {r.infer:>11.1f} {r.flops / 1e6:>10.1f} "
+              f"{3 * r.flops * r.custom / 1e9:>13.1f} {r.flops * r.infer / 1e9:>13.1f}", flush=True)
     return 0
 
 

@@ -31,7 +31,7 @@ one slope per channel; plain convs 3x3 stride 1 padding 0; block convs 3x3 paddi
 
     Parameters (count_params, BatchNorm's 4 numbers per channel included), 10,575 identities
     and 7 attributes: WANG_FULL_PARAMS = 57,972,054; WANG_FAST_PARAMS = 46,635,926.
-    Multiply-adds per 112x96 image (kerasface.flops.multiply_adds, conv/dense kernels, heads
+    Multiply-adds per 112x96 image (kerasface.architectures.common.multiply_adds, conv/dense kernels, heads
     included): WANG_FULL_MULTIPLY_ADDS = 4,154,026,368; WANG_FAST_MULTIPLY_ADDS = 2,975,705,472.
 
 Choices where the text and the figure leave room:

@@ -205,7 +205,8 @@ def test_batcher_pads_to_allowed_batch_sizes_and_strips_the_padding():
     model = Recorder()
     params = BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1,
                                 allowed_batch_sizes=(4, 8))
-    batcher = Batcher(model, params)
+    seen = []
+    batcher = Batcher(model, params, observe=lambda rows, pad: seen.append((rows, pad)))
     try:
         x = np.arange(6, dtype=np.float32).reshape(3, 2)
         out = batcher.submit({"x": x})
@@ -213,6 +214,7 @@ def test_batcher_pads_to_allowed_batch_sizes_and_strips_the_padding():
         assert model.sizes == [4] and out["n"].tolist() == [4, 4, 4]
         batcher.submit({"x": x[:1]})
         assert model.sizes == [4, 4]
+        assert seen == [(3, 1), (1, 3)]
     finally:
         batcher.close()
 

@@ -125,8 +125,9 @@ class Batcher:
     """
 
     def __init__(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], params: BatchingParameters,
-                 name: str = ""):
+                 name: str = "", observe: Callable[[int, int], None] | None = None):
         self.run, self.params, self.name = run, params, name
+        self.observe = observe  # observe(rows, padding rows) after each batch (metrics)
         self._queue: deque[_Task] = deque()
         self._rows = 0  # rows queued, all keys
         self._key_rows: dict[tuple, int] = {}  # rows queued per compatibility key
@@ -277,5 +278,7 @@ class Batcher:
                 self.batches += 1
                 self.batched_rows += rows
                 self.batch_sizes.append(rows)
+                if self.observe is not None:
+                    self.observe(rows, self._padded_size(rows) - rows)
                 for t in batch:
                     t.finish()

@@ -281,11 +281,15 @@ def main(argv=None) -> int:
     print(table("in-process SavedModel call (baseline), one image per call", base, server=False))
     xb = tf.constant(np.repeat(x, BATCH, axis=0))
     fn(image=xb)
-    batched = closed_loop(lambda: fn(image=xb), 1, args.duration)
-    batched["images_per_s"] = batched["rps"] * BATCH
-    results["in_process_batch"] = {"batch": BATCH, **batched}
-    print(f"in-process SavedModel call at batch {BATCH}, one caller: {batched['images_per_s']:.1f} images/s "
-          f"({batched['p50_ms']:.2f} ms per call p50, CPU {batched['client_cores']:.2f} cores)")
+
+    def in_process_batch(when: str) -> dict:
+        r = closed_loop(lambda: fn(image=xb), 1, args.duration)
+        r["images_per_s"] = r["rps"] * BATCH
+        print(f"in-process SavedModel call at batch {BATCH}, one caller ({when}): {r['images_per_s']:.1f} images/s "
+              f"({r['p50_ms']:.2f} ms per call p50, CPU {r['client_cores']:.2f} cores)")
+        return r
+
+    batched_runs = [in_process_batch("before the servers")]
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "bench"
@@ -319,6 +323,11 @@ def main(argv=None) -> int:
         if key != "noop":
             print("  req/s vs in-process: " + ", ".join(f"{r['clients']}: {r['vs_in_process']:.2f}x" for r in rows))
 
+    # measured again after the servers; the faster pass counts (a shared machine drifts)
+    batched_runs.append(in_process_batch("after the servers"))
+    batched = max(batched_runs, key=lambda r: r["images_per_s"])
+    results["in_process_batch"] = {"batch": BATCH, **batched, "passes": [r["images_per_s"] for r in batched_runs]}
+
     # the two ratios, and what bounds them on this machine
     top = max(levels)
     on, off = at(results["grpc_batching_on"], top), at(results["grpc_batching_off"], top)
@@ -333,10 +342,11 @@ def main(argv=None) -> int:
     print(f"  model: in-process, batch {BATCH} gives {batched['images_per_s']:.0f} images/s against "
           f"{single['rps']:.0f} one-image calls/s from {top} threads ({batched['images_per_s'] / single['rps']:.2f}x): "
           "the most batching can gain over unbatched if RPCs cost nothing")
-    print(f"  gRPC: a no-op model serves {noop['rps']:.0f} req/s at {top} clients "
-          f"({noop['rps'] / off['rps']:.2f}x the unbatched server), costing "
+    print(f"  gRPC: a no-op model serves {noop['rps']:.0f} req/s at {top} clients, costing "
           f"{per_request(noop, 'server_cores'):.0f} us server CPU + {per_request(noop, 'client_cores'):.0f} us client "
-          "CPU per request")
+          "CPU per request; a server that cost nothing beyond that would reach "
+          f"{noop['rps'] / off['rps']:.2f}x the unbatched server and {noop['rps'] / batched['images_per_s']:.2f} of "
+          f"in-process batch {BATCH}")
     print(f"  at {top} clients the batched server used {per_request(on, 'server_cores'):.0f} us server CPU per request "
           f"and its clients {per_request(on, 'client_cores'):.0f} us ({on['client_cores']:.2f} of "
           f"{os.cpu_count()} cores); server + clients: {on['server_cores'] + on['client_cores']:.2f} cores")

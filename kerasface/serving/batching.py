@@ -219,9 +219,10 @@ class Batcher:
             if self._closed:
                 return None
             batch, rows = [], 0
-            if len(self._queue) == self._key_rows.get(first.key, 0) == first.rows:
-                batch.append(self._queue.popleft())  # the common cases: one task, or one key that fits
-                rows = first.rows
+            queued = self._key_rows[first.key]
+            if queued == self._rows and queued <= limit:  # the common case: one key, and it all fits
+                batch, rows = list(self._queue), queued
+                self._queue.clear()
             else:
                 keep: deque[_Task] = deque()
                 for t in self._queue:

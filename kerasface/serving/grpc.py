@@ -3,8 +3,9 @@
 Servicers subclass the generated `*Servicer` classes of `tensorflow-serving-api` and are added
 with its `add_..._to_server` functions, so the wire format is TF Serving's own. Errors abort the
 call with TF Serving's status code and message. Output tensors are written in the typed value
-fields (float_val, ...) as TF Serving writes them, or packed in tensor_content with
---enable_serialization_as_tensor_content.
+fields (float_val, ..., half_val for float16) as TF Serving writes them, or packed in
+tensor_content with --enable_serialization_as_tensor_content. Tensors are converted by
+kerasface.serving.tensors (numpy calls, not tf.make_ndarray / tf.make_tensor_proto per request).
 """
 
 from __future__ import annotations

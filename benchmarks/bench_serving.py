@@ -23,30 +23,33 @@ Without RUN_DIR a tiny fixture run is built first (tests/run_fixture.py: two sma
 5. TFLite none/fp16/dynamic/int8: file size and single-image latency (1 and 2 threads) as
    ratios against fp32.
 
-What limits the ratios here (2 cores shared with other jobs, fixture model; figures of
-`--duration 3 --skip-tflite` runs, which vary by +-30% from run to run on this machine):
+What limits the ratios here (2 cores shared with a training job; fixture model; four
+`--duration 3 --skip-tflite` runs of each version, which vary by +-30% from run to run):
 
-- gRPC's Python per-call cost. The no-op server serves ~1150-1400 req/s at 16 clients, costing
-  ~600-770 us of server CPU and ~480-550 us of client CPU per request; it is the ceiling of any
-  design on grpcio. That ceiling is ~1.7-1.9x the unbatched server, so a batched server cannot
-  reach 3x it even with a free model, and ~0.5 of the in-process batch-16 rate. Before this
-  change a no-op server cost ~1400 us per request (tf.make_ndarray / tf.make_tensor_proto per
-  input and output, ~100 us each with the GIL held) and reached ~680-750 req/s. grpc.aio
-  instead of the thread-pool server, more gRPC threads (32 instead of --grpc_max_threads' 8)
-  and larger HTTP/2 frames were measured with the no-op model and changed nothing beyond noise
-  (more threads made batches smaller and throughput lower: more GIL contention).
-- The model gains little from batching on a CPU: in-process, batch 16 gives ~1.3-1.5x the
-  images/s of one-image calls from 16 threads, so batching has little compute to save.
-- CPU, not the GIL, is what runs out: at 16 clients server + clients use ~1.4 of the 2 cores
-  (the clients ~0.35-0.65 of them), other jobs the rest. Requests reach the batcher only as
-  fast as gRPC hands them over, so batches average 3-5 rows, not 16, at a 2 ms timeout.
-- The signature runs as a Session callable (TF Serving's way): no retracing per batch size.
+- gRPC's Python per-call cost. The no-op server serves ~900-1400 req/s at 16 clients, costing
+  ~600-770 us of server CPU and ~480-550 us of client CPU per request: the ceiling of any server
+  built on grpcio here. It was 1.5-1.9x the unbatched server in every run, so a batched server
+  cannot reach 3x that even with a free model, and 0.3-0.6 of in-process batch 16. Before the
+  fast tensor conversions a no-op server cost ~1150-1430 us per request (tf.make_ndarray /
+  tf.make_tensor_proto per input and output, ~100 us each with the GIL held) and reached
+  ~680-900 req/s. grpc.aio instead of the thread-pool server, 32 gRPC threads instead of
+  --grpc_max_threads' 8, grpc.optimization_target=throughput and larger HTTP/2 frames were
+  measured with a no-op servicer and changed nothing beyond noise (more threads made batches
+  smaller and throughput lower: more GIL contention).
+- CPU, not the GIL, runs out: at 16 clients server + clients use ~1.0-1.45 of the 2 cores (the
+  clients ~0.3-0.7 of them), the other job the rest. Requests reach the batcher only as fast as
+  gRPC hands them over, so batches average 3-5 rows at a 2 ms timeout, not 16; the batched
+  server spends ~1240-1750 us of CPU per request, of which ~600-770 us is the no-op's gRPC cost.
+- The model: in-process, batch 16 gives 0.9-2.8x the images/s of one-image calls from 16
+  threads (median ~1.5x; the figure drifts most with the machine's load), so on a CPU
+  batching has little compute to save at 3-5 rows a batch.
+- The signature runs as a Session callable (TF Serving's way): nothing is retraced per batch
+  size, so allowed_batch_sizes padding is not needed for speed.
 
-So on this machine the batched server reaches ~1.0-1.2x the unbatched one (both gained from
-the conversion fast paths: the unbatched one from ~430-570 to ~620-850 req/s at 16 clients,
-the batched one from ~550-580 to ~620-850) and ~0.3-0.4 of in-process batch 16. A model whose
-batch costs less per image (a GPU, a larger network), or clients on another machine, leave
-room for the 3x that a 2-core CPU box does not.
+Figures at 16 clients, before -> after this change: unbatched 430-570 -> 550-850 req/s, batched
+420-580 -> 580-850 req/s, batched / unbatched 0.9-1.35x -> 1.0-1.2x, batched / in-process
+batch 16 0.13-0.35 -> 0.20-0.37. A model whose batch costs much less per image (a GPU, a larger
+network) or clients on another machine leave room for the 3x that this 2-core box does not.
 """
 
 from __future__ import annotations

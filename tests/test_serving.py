@@ -498,6 +498,12 @@ def test_server_side_batching(models_dir, loaded):
             stats = srv.core.batch_stats()["faces/1/serving_default"]
             assert stats["rows"] - before["rows"] == 8 and stats["batches"] - before["batches"] < 8
             assert stats["max_batch"] > 1
+            # the same counts on the Prometheus page (kerasface's own batch counters)
+            text = srv.core.metrics.exposition()
+            labels = '{model_name="faces",signature_name="serving_default"}'
+            assert f":kerasface:serving:batched_rows{labels} {stats['rows']}" in text
+            assert f":kerasface:serving:batch_count{labels} {stats['batches']}" in text
+            assert f":kerasface:serving:batch_padding_rows{labels} 0" in text
             code, msg = grpc_error(stub.Predict, predict_request(image=crops(9)))
             assert code == grpc.StatusCode.INVALID_ARGUMENT
             assert msg == "Task size 9 is larger than maximum input batch size 8"

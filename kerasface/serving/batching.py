@@ -7,8 +7,8 @@ concatenated inputs, and splits the outputs back by rows. Requests whose inputs 
 dtype or in any dimension but the first are never mixed. `allowed_batch_sizes` pads a batch up
 to the next allowed size (with copies of its last row); a request larger than `max_batch_size`
 is refused as TF Serving refuses it, unless `enable_large_batch_splitting` is on, in which case
-it is split into chunks. A queue longer than `max_enqueued_batches` batches refuses new work
-with UNAVAILABLE.
+it is split into chunks of `max_batch_size` rows, queued together. A queue longer than
+`max_enqueued_batches` batches (of `max_batch_size` rows) refuses new work with UNAVAILABLE.
 
 The parameters file is TF Serving's text-format `BatchingParameters`:
 
@@ -91,15 +91,23 @@ class BatchingParameters:
                                  f"max_batch_size ({self.max_batch_size})")
 
 
-@dataclass
 class _Task:
-    inputs: dict[str, np.ndarray]
-    rows: int
-    key: tuple
-    enqueued: float
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict | None = None
-    error: BaseException | None = None
+    """One request (or one chunk of a split request) waiting in the queue."""
+
+    __slots__ = ("inputs", "rows", "key", "enqueued", "result", "error", "_done")
+
+    def __init__(self, inputs: dict[str, np.ndarray], rows: int, key: tuple, enqueued: float):
+        self.inputs, self.rows, self.key, self.enqueued = inputs, rows, key, enqueued
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self._done = threading.Lock()  # held until the batch thread has answered (lighter than an Event)
+        self._done.acquire()
+
+    def finish(self) -> None:
+        self._done.release()
+
+    def wait(self) -> None:
+        self._done.acquire()
 
 
 def _compat_key(inputs: dict[str, np.ndarray]) -> tuple:
@@ -107,13 +115,23 @@ def _compat_key(inputs: dict[str, np.ndarray]) -> tuple:
 
 
 class Batcher:
-    """Queue + batch threads for one (model, version, signature)."""
+    """Queue + batch threads for one (model, version, signature).
+
+    The queue keeps running row counts (all tasks, and per compatibility key), so a submit costs
+    O(1) under the lock and wakes the forming batch thread only when it has something to act on:
+    the queue was empty (the batch timeout starts) or the waiting key has a full batch. One batch
+    thread at a time forms a batch; the others run theirs meanwhile, so the model is called while
+    the next batch fills.
+    """
 
     def __init__(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], params: BatchingParameters,
-                 name: str = ""):
+                 name: str = "", observe: Callable[[int, int], None] | None = None):
         self.run, self.params, self.name = run, params, name
+        self.observe = observe  # observe(rows, padding rows) after each batch (metrics)
         self._queue: deque[_Task] = deque()
-        self._cond = threading.Condition()
+        self._rows = 0  # rows queued, all keys
+        self._key_rows: dict[tuple, int] = {}  # rows queued per compatibility key
+        self._cond = threading.Condition(threading.Lock())
         self._forming = threading.Lock()
         self._closed = False
         self.batches = 0  # statistics, for tests and benchmarks
@@ -129,10 +147,12 @@ class Batcher:
             self._closed = True
             pending = list(self._queue)
             self._queue.clear()
+            self._rows = 0
+            self._key_rows.clear()
             self._cond.notify_all()
         for task in pending:
             task.error = ServingError("UNAVAILABLE", "Servable is being unloaded")
-            task.done.set()
+            task.finish()
 
     # ------------------------------------------------------------------ client side
 
@@ -145,18 +165,36 @@ class Batcher:
         if n > limit:
             if not self.params.enable_large_batch_splitting:
                 raise ServingError("INVALID_ARGUMENT", f"Task size {n} is larger than maximum input batch size {limit}")
-            parts = [self.submit({k: v[i:i + limit] for k, v in inputs.items()}) for i in range(0, n, limit)]
+            # the chunks are queued together (all or none) and batch in parallel, as TF Serving splits
+            chunks = [({k: v[i:i + limit] for k, v in inputs.items()}, min(limit, n - i)) for i in range(0, n, limit)]
+            parts = [self._result(t) for t in self._enqueue(chunks)]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        task = _Task(inputs, n, _compat_key(inputs), time.perf_counter())
+        return self._result(self._enqueue([(inputs, n)])[0])
+
+    def _enqueue(self, chunks: list[tuple[dict[str, np.ndarray], int]]) -> list[_Task]:
+        limit = self.params.max_batch_size
+        now = time.perf_counter()
+        tasks = [_Task(inputs, n, _compat_key(inputs), now) for inputs, n in chunks]
+        total = sum(n for _, n in chunks)
         with self._cond:
             if self._closed:
                 raise ServingError("UNAVAILABLE", "Servable is being unloaded")
-            queued = sum(t.rows for t in self._queue)
-            if queued + n > self.params.max_enqueued_batches * limit:
+            if self._rows + total > self.params.max_enqueued_batches * limit:
                 raise ServingError("UNAVAILABLE", "The batch scheduling queue to which this task was submitted is full")
-            self._queue.append(task)
-            self._cond.notify()
-        task.done.wait()
+            wake = not self._queue
+            self._queue.extend(tasks)
+            self._rows += total
+            for task in tasks:
+                ready = self._key_rows.get(task.key, 0) + task.rows
+                self._key_rows[task.key] = ready
+                wake = wake or ready >= limit
+            if wake:
+                self._cond.notify()
+        return tasks
+
+    @staticmethod
+    def _result(task: _Task) -> dict[str, np.ndarray]:
+        task.wait()
         if task.error is not None:
             raise task.error
         return task.result
@@ -173,23 +211,33 @@ class Batcher:
                 return None
             first = self._queue[0]
             deadline = first.enqueued + timeout
-            while True:
-                ready = sum(t.rows for t in self._queue if t.key == first.key)
-                now = time.perf_counter()
-                if ready >= limit or now >= deadline or self._closed:
+            while not self._closed and self._key_rows.get(first.key, 0) < limit:
+                left = deadline - time.perf_counter()
+                if left <= 0:
                     break
-                self._cond.wait(deadline - now)
-            batch, rows, keep = [], 0, deque()
-            while self._queue:
-                t = self._queue.popleft()
-                if t.key == first.key and rows + t.rows <= limit:
-                    batch.append(t)
-                    rows += t.rows
-                else:
-                    keep.append(t)
-            self._queue = keep
-            if self._queue:
-                self._cond.notify()
+                self._cond.wait(left)
+            if self._closed:
+                return None
+            batch, rows = [], 0
+            queued = self._key_rows[first.key]
+            if queued == self._rows and queued <= limit:  # the common case: one key, and it all fits
+                batch, rows = list(self._queue), queued
+                self._queue.clear()
+            else:
+                keep: deque[_Task] = deque()
+                for t in self._queue:
+                    if t.key == first.key and rows + t.rows <= limit:
+                        batch.append(t)
+                        rows += t.rows
+                    else:
+                        keep.append(t)
+                self._queue = keep
+            self._rows -= rows
+            left_rows = self._key_rows[first.key] - rows
+            if left_rows:
+                self._key_rows[first.key] = left_rows
+            else:
+                del self._key_rows[first.key]
             return batch
 
     def _padded_size(self, rows: int) -> int:
@@ -231,5 +279,7 @@ class Batcher:
                 self.batches += 1
                 self.batched_rows += rows
                 self.batch_sizes.append(rows)
+                if self.observe is not None:
+                    self.observe(rows, self._padded_size(rows) - rows)
                 for t in batch:
-                    t.done.set()
+                    t.finish()

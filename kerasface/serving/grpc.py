@@ -3,8 +3,9 @@
 Servicers subclass the generated `*Servicer` classes of `tensorflow-serving-api` and are added
 with its `add_..._to_server` functions, so the wire format is TF Serving's own. Errors abort the
 call with TF Serving's status code and message. Output tensors are written in the typed value
-fields (float_val, ...) as TF Serving writes them, or packed in tensor_content with
---enable_serialization_as_tensor_content.
+fields (float_val, ..., half_val for float16) as TF Serving writes them, or packed in
+tensor_content with --enable_serialization_as_tensor_content. Tensors are converted by
+kerasface.serving.tensors (numpy calls, not tf.make_ndarray / tf.make_tensor_proto per request).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
+from kerasface.serving import tensors
 from kerasface.serving.errors import CODES, ServingError
 from kerasface.serving.signatures import CLASSIFY
 
@@ -35,30 +37,13 @@ def model_spec(spec):
 
 
 def to_ndarray(proto) -> np.ndarray:
-    import tensorflow as tf
-
     try:
-        return tf.make_ndarray(proto)
+        return tensors.to_ndarray(proto)
     except Exception as exc:
         raise ServingError("INVALID_ARGUMENT", f"Unable to parse input tensor proto: {exc}") from None
 
 
-# numpy dtype kind/size -> the TensorProto field TF Serving's AsProtoField fills
-_VALUE_FIELDS = {"float32": "float_val", "float64": "double_val", "int32": "int_val", "int16": "int_val",
-                 "int8": "int_val", "uint8": "int_val", "uint16": "int_val", "int64": "int64_val",
-                 "uint32": "uint32_val", "uint64": "uint64_val", "bool": "bool_val"}
-
-
-def to_tensor_proto(array: np.ndarray, tensor_content: bool = False):
-    import tensorflow as tf
-
-    proto = tf.make_tensor_proto(array)
-    field = _VALUE_FIELDS.get(array.dtype.name)
-    if tensor_content or field is None or not proto.tensor_content:
-        return proto  # strings and half types are in value fields already
-    proto.ClearField("tensor_content")
-    getattr(proto, field).extend(array.reshape(-1).tolist())
-    return proto
+to_tensor_proto = tensors.to_tensor_proto  # TF Serving's AsProtoField (or tensor_content) form
 
 
 def _fill_spec(target, model, signature_name: str | None = None) -> None:
@@ -152,14 +137,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc
     def Predict(self, request, context):
         model = self.core.model(*model_spec(request.model_spec))
-        inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
-        dtypes = {k: v.dtype for k, v in request.inputs.items()}
+        inputs, dtypes = {}, {}
+        for k, v in request.inputs.items():
+            inputs[k], dtypes[k] = to_ndarray(v), v.dtype
         sig_name, outputs = self.core.predict(model, request.model_spec.signature_name, inputs, dtypes,
                                               request.output_filter)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, model, sig_name)
         for k, v in outputs.items():
-            response.outputs[k].CopyFrom(to_tensor_proto(v, self.tensor_content))
+            to_tensor_proto(v, self.tensor_content, out=response.outputs[k])
         return response
 
     @_rpc

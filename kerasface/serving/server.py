@@ -101,7 +101,8 @@ class ServingCore:
             batcher = self._batchers.get(key)
             if batcher is None:
                 batcher = Batcher(lambda merged: model.run(sig, merged), self.batching,
-                                  f"{model.name}-{model.version}-{sig.name}")
+                                  f"{model.name}-{model.version}-{sig.name}",
+                                  observe=lambda rows, pad: self.metrics.batch(model.name, sig.name, rows, pad))
                 self._batchers[key] = batcher
         return batcher.submit(inputs)
 

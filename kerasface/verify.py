@@ -49,7 +49,7 @@ from kerasface.data.lfw import PAIRS, image_folder, read_pairs
 EmbedFn = Callable[[Sequence[Path]], Sequence]
 
 
-def _failure(value) -> str | None:
+def failure_reason(value) -> str | None:
     """The failure reason of one embed_fn result (None: it is an embedding)."""
     if value is None:
         return "no embedding"
@@ -95,7 +95,7 @@ def verify_lfw(embed_fn: EmbedFn, root: str | os.PathLike, pairs: str | os.PathL
         if len(out) != len(part):
             raise ValueError(f"embed_fn returned {len(out)} results for {len(part)} images")
         for rel, value in zip(part, out):
-            reason = _failure(value)
+            reason = failure_reason(value)
             if reason is None:
                 vector = np.asarray(value, np.float64).reshape(-1)
                 if not np.all(np.isfinite(vector)) or not np.any(vector):
@@ -146,13 +146,21 @@ def _is_run_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and (path / "models").is_dir()
 
 
+FACES = ("detect", "crops")  # find and cut each face as the model was trained / the images are its crops
+
+
 def model_embedder(model: str | os.PathLike, output: str | None = None, face: str = "centre",
-                   batch_size: int = 32, progress: bool = False, **detect_kwargs):
-    """embed_fn of an exported model (or a run folder, exported to a temporary folder first): each
-    path's face detected and cropped as the model was trained (kerasface.predict.Predictor), the
-    model's embedding output read. The function has `.close()`, `.model` and `.output`."""
+                   batch_size: int = 32, progress: bool = False, model_key: str | None = None,
+                   faces: str = "detect", **detect_kwargs):
+    """embed_fn of an exported model (or a run folder, exported to a temporary folder first, its
+    model `model_key` or the export's default pick): each path's face detected and cropped as the
+    model was trained (kerasface.predict.Predictor; `faces="crops"`: each image is already the
+    model's crop and is only resized), the model's embedding output read. The function has
+    `.close()`, `.model` and `.output`."""
     from kerasface.predict import ModelError, Predictor
 
+    if faces not in FACES:
+        raise ValueError(f"faces: expected one of {', '.join(FACES)}, got {faces!r}")
     temporary = None
     spec = Path(model)
     if _is_run_folder(spec):
@@ -161,7 +169,7 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
 
         temporary = tempfile.TemporaryDirectory(prefix="kerasface-verify-")
         run = load_run(spec)
-        export_saved_model(run, select_heads(run), "verify", out=temporary.name, log=lambda *a: None)
+        export_saved_model(run, select_heads(run, model_key), "verify", out=temporary.name, log=lambda *a: None)
         spec = Path(temporary.name) / "verify"
     try:
         predictor = Predictor([str(spec)], face=face, batch_size=batch_size, **detect_kwargs)
@@ -188,7 +196,27 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
 
     bar = tqdm(desc="verify", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=0.5)
 
+    def embed_crops(paths: Sequence[Path]) -> list:
+        from kerasface.faces.images import load_image, one_line
+
+        out, images, where = [], [], []
+        for p in paths:
+            try:
+                images.append(load_image(p))
+                where.append(len(out))
+                out.append(None)
+            except Exception as exc:  # unreadable: a reason, as the detecting path gives
+                out.append(one_line(exc))
+        for start in range(0, len(images), batch_size):
+            vectors = loaded.predict_crops(images[start:start + batch_size])[output]
+            for i, vector in zip(where[start:start + batch_size], vectors):
+                out[i] = np.asarray(vector)
+        bar.update(len(paths))
+        return out
+
     def embed(paths: Sequence[Path]) -> list:
+        if faces == "crops":
+            return embed_crops(paths)
         out = []
         for result in predictor.run([str(p) for p in paths]):
             if result.error is not None:
@@ -265,13 +293,13 @@ def default_roc_path(json_out: str | os.PathLike | None) -> Path:
 def verify_model(model: str | os.PathLike, lfw: str | os.PathLike, pairs: str | os.PathLike | None = None, *,
                  json_out: str | os.PathLike | None = None, roc_out: str | os.PathLike | None = None,
                  output: str | None = None, face: str = "centre", batch_size: int = 32,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, model_key: str | None = None, faces: str = "detect") -> dict:
     """The whole command in one call (for the trainer, after a recipe with PaperConfig.verification):
     the model's embedder, the protocol, the ROC PNG (`roc_out`, default as --roc) and, with
     `json_out`, the JSON report; returns the report (with "model", "output", "roc_png")."""
     from kerasface.config import write_json
 
-    embed = model_embedder(model, output, face, batch_size, progress=progress)
+    embed = model_embedder(model, output, face, batch_size, progress=progress, model_key=model_key, faces=faces)
     try:
         report = verify_lfw(embed, lfw, pairs)
     finally:

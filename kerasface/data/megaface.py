@@ -28,6 +28,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from kerasface.data.common import FormatError
 
 PROBE_LIST = "facescrub_features_list.json"
@@ -107,3 +109,60 @@ def read_megaface(root: str | os.PathLike, size: int = 1000000, set_index: int =
     probes = read_probe_list(probe_list or folder / PROBE_LIST)
     distractors = read_distractor_list(folder / distractor_list_name(size, set_index))
     return probes, distractors
+
+
+# ----------------------------------------------------------------------------- images, root, demo
+
+ENV_VAR = "KERASFACE_MEGAFACE"
+PROBE_IMAGES, DISTRACTOR_IMAGES = "facescrub", "megaface"  # image folders under ROOT (layout assumed)
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """ROOT (or $KERASFACE_MEGAFACE): the devkit lists (ROOT, ROOT/templatelists or
+    ROOT/devkit/templatelists) and the images at the lists' relative paths under ROOT/facescrub/
+    (probes) and ROOT/megaface/ (distractors); that image layout is assumed, not the devkit's."""
+    where = root or os.environ.get(ENV_VAR)
+    if not where:
+        raise FileNotFoundError(f"MegaFace not found: set ${ENV_VAR} to a folder holding the devkit lists and "
+                                f"{PROBE_IMAGES}/ + {DISTRACTOR_IMAGES}/ images")
+    templatelists(where)  # raises naming what is missing
+    return Path(where)
+
+
+def write_demo(root: str | os.PathLike, seed: int = 0, probes: int = 10, per_probe: int = 4,
+               distractors: int = 100) -> Path:
+    """A SYNTHETIC MegaFace in the layout above: `probes` people with `per_probe` images each (the
+    FaceScrub list) and `distractors` other people, one image each, as a distractor list of that
+    size (set 1); every image an aligned 112x96 crop (`wang_112x96`, cut from the drawn points), so
+    the protocol runs with faces "crops". People differ from the other demo sets' (their own seed)."""
+    import tempfile
+
+    from PIL import Image
+
+    from kerasface.data.common import finish_demo
+    from kerasface.data.identity_folders import read_landmarks, write_demo_identity_folders
+    from kerasface.faces.crops import apply_crop
+
+    root = Path(root)
+    lists = root / "devkit" / "templatelists"
+    lists.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    with tempfile.TemporaryDirectory(prefix="kerasface-megaface-demo-") as tmp:
+        for folder, people, per, person_seed in ((PROBE_IMAGES, probes, per_probe, seed + 7919),
+                                                 (DISTRACTOR_IMAGES, distractors, 1, seed + 104729)):
+            tree = write_demo_identity_folders(Path(tmp) / folder, people, per, size=128, seed=person_seed,
+                                               attributes=False)
+            points = read_landmarks(tree)
+            entries[folder] = []
+            for rel in sorted(points):
+                crop, _ = apply_crop("wang_112x96", np.asarray(Image.open(tree / rel).convert("RGB")), points[rel])
+                out = root / folder / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(crop).save(out, quality=95)
+                entries[folder].append(rel)
+    probe_list = {"id": [rel.split("/")[0] for rel in entries[PROBE_IMAGES]], "path": entries[PROBE_IMAGES]}
+    (lists / PROBE_LIST).write_text(json.dumps(probe_list))
+    (lists / distractor_list_name(distractors, 1)).write_text(json.dumps({"path": entries[DISTRACTOR_IMAGES]}))
+    return finish_demo(root, "DEMO_MEGAFACE.txt", [f"{len(entries[PROBE_IMAGES])} probes, {distractors} distractors"],
+                       "kerasface.data.megaface.write_demo", seed,
+                       "synthetic people as FaceScrub probes and MegaFace distractors, aligned 112x96 crops")

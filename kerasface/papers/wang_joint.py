@@ -143,7 +143,10 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     cfg = no_attr_config(cfg)
     models = {key: cpu_scale(cfg.models[key], DEMO_STEPS, (56, 48), 0.25, "demo") for key in ("full", "fast", "full_no_attr")}
     data = dataclasses.replace(cfg.data, deterministic=True, num_shards=1)
-    return dataclasses.replace(cfg, data=data, demo=True, models=models, protocol_models=tuple(models))
+    # the demo MegaFace set is aligned 112x96 crops (kerasface.data.megaface.write_demo): no detection
+    protocols = {**cfg.protocols, "megaface": {**cfg.protocols["megaface"], "faces": "crops"}}
+    return dataclasses.replace(cfg, data=data, demo=True, models=models, protocol_models=tuple(models),
+                               protocols=protocols)
 
 
 register_paper("wang_joint", variants={

@@ -525,3 +525,49 @@ def test_verify_a_real_exported_model_from_its_run_folder(embedding_run, tmp_pat
     assert written["thresholds"] == pytest.approx(report["thresholds"])
     assert "LFW verification:" in capsys.readouterr().out
     assert (tmp_path / "lfw.roc.png").is_file()
+
+
+# ----------------------------------------------------------------------------- MegaFace protocol
+
+
+def test_megaface_demo_and_identification_of_a_model_streamed(embedding_run, tmp_path, monkeypatch):
+    import kerasface.identify as identify
+    from kerasface.data.megaface import read_megaface, resolve_root, write_demo
+
+    root = write_demo(tmp_path / "MegaFace", seed=0, probes=4, per_probe=3, distractors=10)
+    assert resolve_root(str(root)) == root and "SYNTHETIC" in (root / "DEMO_README.txt").read_text()
+    probes, distractors = read_megaface(root, 10)
+    assert len(probes) == 12 and len({i for _, i in probes}) == 4 and len(distractors) == 10
+    for folder, entries in (("facescrub", probes), ("megaface", distractors)):  # aligned 112x96 crops
+        assert all(Image.open(root / folder / rel).size == (96, 112) for rel, _ in entries)
+
+    # a perfect embedder (each probe's identity one-hot, the distractors orthogonal to all of them),
+    # with one unreadable distractor: every trial at rank 1, the failure counted, batches streamed
+    names = sorted({i for _, i in probes})
+
+    def fake_embedder(model, batch_size, model_key, faces):
+        def embed(paths):
+            out = []
+            for p in paths:
+                if p == root / "megaface" / distractors[0][0]:
+                    out.append("unreadable")
+                    continue
+                v = np.zeros(len(names) + 1, np.float32)
+                v[names.index(p.parent.name) if p.parent.parent.name == "facescrub" else len(names)] = 1.0
+                out.append(v)
+            return out
+        embed.close, embed.output = (lambda: None), "identity"
+        return embed
+
+    monkeypatch.setattr(identify, "model_embedder", fake_embedder)
+    report = identify.identify_model("model", root, json_out=tmp_path / "mf.json", plot_out=tmp_path / "mf.png")
+    assert report["size"] == 10 and report["distractors"] == 9 and len(report["failed_images"]) == 1
+    assert report["trials"] == 4 * 3 * 2 and report["rank1"] == 1.0  # each image against each other of its person
+    assert json.loads((tmp_path / "mf.json").read_text())["rank1"] == 1.0 and (tmp_path / "mf.png").is_file()
+    monkeypatch.undo()
+
+    # a real exported model, on crops (no detection): the embedding output of every image
+    report = identify.identify_model(embedding_run, root, faces="crops")
+    assert report["output"] == "identity" and report["failed_images"] == []
+    assert report["distractors"] == 10 and report["trials"] == 24 and 0.0 <= report["rank1"] <= 1.0
+    assert len(report["cmc_curve"]) == 1000 and report["impostor_pairs"] == 12 * 10

@@ -427,7 +427,8 @@ def test_verify_command_end_to_end_with_a_fake_model(tmp_path, monkeypatch, caps
     (root / "lfw" / "Person_004" / "Person_004_0001.jpg").write_bytes(b"broken")
     names = sorted(p.name for p in (root / "lfw").iterdir())
 
-    def fake_embedder(model, output=None, face="centre", batch_size=32, progress=False):
+    def fake_embedder(model, output=None, face="centre", batch_size=32, progress=False, model_key=None, faces="detect"):
+        assert model_key is None and faces == "detect"  # the command: the run's own pick, faces detected
         assert model == "models/fake"
 
         def embed(paths):

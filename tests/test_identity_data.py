@@ -572,3 +572,27 @@ def test_megaface_demo_and_identification_of_a_model_streamed(embedding_run, tmp
     assert report["output"] == "identity" and report["failed_images"] == []
     assert report["distractors"] == 10 and report["trials"] == 24 and 0.0 <= report["rank1"] <= 1.0
     assert len(report["cmc_curve"]) == 1000 and report["impostor_pairs"] == 12 * 10
+
+
+def test_every_protocol_runs_on_a_trained_run_and_is_quoted(embedding_run, tmp_path):
+    # the recipes' path after training (train_paper -> run_protocols -> write_reports): every
+    # registered protocol on the run's own pick, on its demo data
+    import dataclasses
+
+    from kerasface.config import read_config
+    from kerasface.protocols import PROTOCOLS, protocol_lines, report_path, run_protocols
+
+    options = {"megaface": {"faces": "crops"}}  # the demo MegaFace set is aligned crops
+    cfg = dataclasses.replace(read_config(embedding_run / "config.json"),
+                              protocols={name: options.get(name, {}) for name in PROTOCOLS.names()},
+                              reported={"lfw": 0.9598})
+    roots = {}
+    for name in PROTOCOLS.names():
+        roots[name] = PROTOCOLS.get(name).write_demo(tmp_path / name, 0)
+    reports = run_protocols(cfg, embedding_run, lambda protocol: roots[protocol.name])
+    assert sorted(reports) == sorted(f"run/{name}" for name in PROTOCOLS.names())
+    metrics, text = protocol_lines(cfg, embedding_run)
+    for name in PROTOCOLS.names():
+        assert report_path(embedding_run, "run", name).is_file()
+        assert PROTOCOLS.get(name).headline(reports[f"run/{name}"]) in text
+    assert "paper 95.98%" in text and set(metrics) == set(reports)

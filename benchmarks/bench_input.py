@@ -21,7 +21,6 @@ from pathlib import Path
 
 from common import best_times  # noqa: F401  (puts the repository on sys.path)
 
-import tensorflow as tf  # noqa: E402
 
 from kerasface.optim import GroupedOptimizer  # noqa: E402
 from kerasface.papers import PAPERS, paper_config  # noqa: E402

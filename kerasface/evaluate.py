@@ -73,7 +73,7 @@ def unit_sources(unit_dir: Path, record: dict) -> list:
             for e in entries]
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     """Write a matplotlib figure under a temporary name, then rename (never a half-written PNG)."""
     import matplotlib.pyplot as plt
 
@@ -103,7 +103,7 @@ def plot_confusion(report: dict, title: str, path: Path) -> None:
     ax.set_ylabel("true")
     ax.set_title(f"{title}\naccuracy {100 * report['accuracy']:.1f}%", fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -127,7 +127,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax.set_ylabel("validation loss")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def headline(report: dict) -> float:

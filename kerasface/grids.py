@@ -84,7 +84,7 @@ def plot_grid(title: str, grid: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kerasface.evaluate import _save_figure
+    from kerasface.evaluate import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     x = range(len(grid["rows"]))
@@ -100,7 +100,7 @@ def plot_grid(title: str, grid: dict, path: Path) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def write_grids(cfg: PaperConfig, records: list[dict], run_dir: Path) -> tuple[dict, str]:

@@ -106,10 +106,9 @@ def plot_cmc(report: dict, path) -> Path:
     ax.set_ylim(0, 1.01)
     ax.set_title(f"MegaFace, {report['distractors']} distractors: rank-1 {100 * report['rank1']:.2f}%", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from kerasface.evaluate import save_figure
+
+    save_figure(fig, path)
     return path
 
 

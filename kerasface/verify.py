@@ -260,10 +260,9 @@ def plot_roc(report: dict, path: str | os.PathLike, title: str = "LFW") -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from kerasface.evaluate import save_figure
+
+    save_figure(fig, path)
     return path
 
 

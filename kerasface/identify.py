@@ -18,23 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasface.data.megaface import DISTRACTOR_IMAGES, PROBE_IMAGES, SIZES, read_megaface, templatelists
+from kerasface.data.megaface import DISTRACTOR_IMAGES, DISTRACTOR_LIST, PROBE_IMAGES, read_megaface, templatelists
 from kerasface.verify import failure_reason, model_embedder
 
 BATCH = 256  # images embedded per call
 
 
 def available_size(root: Path) -> int:
-    """The largest distractor list (set 1) the devkit folder holds."""
-    from kerasface.data.megaface import distractor_list_name
-
+    """The largest distractor list (set 1, `megaface_features_list.json_<N>_1`) the devkit folder holds."""
     folder = templatelists(root)
-    sizes = [n for n in SIZES if (folder / distractor_list_name(n, 1)).is_file()]
-    names = sorted(p.name for p in folder.iterdir())
-    sizes += [int(p.split("_")[-2]) for p in names if p.startswith("megaface_features_list.json_")
-              and p.endswith("_1") and p.split("_")[-2].isdigit()]
+    prefix = f"{DISTRACTOR_LIST}_"
+    sizes = [int(size) for size, _, index in (p.name[len(prefix):].partition("_") for p in folder.iterdir()
+                                               if p.name.startswith(prefix)) if size.isdigit() and index == "1"]
     if not sizes:
-        raise FileNotFoundError(f"{folder}: no distractor list megaface_features_list.json_<N>_1")
+        raise FileNotFoundError(f"{folder}: no distractor list {prefix}<N>_1")
     return max(sizes)
 
 
@@ -50,31 +47,30 @@ def identify_model(model: str | os.PathLike, root: str | os.PathLike, size: int 
     embed = model_embedder(model, batch_size=batch_size, model_key=model_key, faces=faces)
     failed = []
 
-    def embedded(paths):
-        vectors = []
-        for path, result in zip(paths, embed(paths)):
+    def embedded(folder, entries):
+        """(vector, identity) of each of the (path, identity) entries that could be embedded."""
+        paths = [root / folder / rel for rel, _ in entries]
+        kept = []
+        for path, (_, identity), result in zip(paths, entries, embed(paths)):
             reason = failure_reason(result)
             if reason is None:
-                vectors.append(np.asarray(result, np.float32))
+                kept.append((np.asarray(result, np.float32), identity))
             else:
                 failed.append({"path": str(path), "reason": reason})
-        return vectors
+        return kept
 
     try:
         probe_vectors, probe_ids = [], []
         for start in range(0, len(probes), BATCH):
-            part = probes[start:start + BATCH]
-            before = len(failed)
-            vectors = embedded([root / PROBE_IMAGES / rel for rel, _ in part])
-            bad = {f["path"] for f in failed[before:]}
-            probe_ids += [identity for rel, identity in part if str(root / PROBE_IMAGES / rel) not in bad]
-            probe_vectors += vectors
+            for vector, identity in embedded(PROBE_IMAGES, probes[start:start + BATCH]):
+                probe_vectors.append(vector)
+                probe_ids.append(identity)
 
         def distractor_batches():
             for start in range(0, len(distractors), BATCH):
-                vectors = embedded([root / DISTRACTOR_IMAGES / rel for rel, _ in distractors[start:start + BATCH]])
-                if vectors:
-                    yield np.stack(vectors)
+                kept = embedded(DISTRACTOR_IMAGES, distractors[start:start + BATCH])
+                if kept:
+                    yield np.stack([vector for vector, _ in kept])
 
         report = megaface(np.stack(probe_vectors), np.asarray(probe_ids), distractor_batches())
     finally:

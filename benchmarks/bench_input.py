@@ -27,7 +27,9 @@ from kerasface.papers import PAPERS, paper_config  # noqa: E402
 from kerasface.train import Trainer, make_strategy, plan_units, stage_only_sources, unit_sources  # noqa: E402
 
 
-def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds: int) -> dict:
+def unit_step(spec: str, model_key: str | None, records: Path):
+    """(cfg, trainer, first stage, its train step) of a recipe's unit, built as the trainer builds
+    them (the demo variant unless `spec` names one)."""
     cfg = paper_config(spec if ":" in spec else f"{spec}:demo")
     unit = plan_units(cfg, [model_key] if model_key else [])[0]
     sources = unit_sources(cfg, unit.crop, None, records)
@@ -39,6 +41,12 @@ def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds:
     with strategy.scope():
         optimizer = GroupedOptimizer(stage, 1000, trainer.model, cfg.mixed_precision)
     step = trainer.make_train_step(trainer.model, optimizer, stage.batch_size, trainer.stage_tasks(stage))
+    return cfg, trainer, stage, step
+
+
+def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds: int) -> dict:
+    cfg, trainer, stage, step = unit_step(spec, model_key, records)
+    strategy = trainer.strategy
     real = iter(trainer.distributed_train_data(stage, 0))
     cached = trainer.dataset("train", stage.batch_size, True, sources=trainer.stage_sources(stage)).take(8).cache()
     memory = iter(strategy.experimental_distribute_dataset(cached.repeat()))
@@ -56,7 +64,7 @@ def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds:
     cpu = {}
     best = best_times({"pipeline": run(real), "memory": run(memory)}, rounds, cpu)
     images = steps * stage.batch_size
-    return {"unit": f"{cfg.name}:{unit.name}", "batch": stage.batch_size,
+    return {"unit": f"{cfg.name}:{trainer.unit.name}", "batch": stage.batch_size,
             "pipeline": images / best["pipeline"], "memory": images / best["memory"],
             "cpu_ratio": cpu["memory"] / cpu["pipeline"]}
 

@@ -187,7 +187,7 @@ def real_here_config(cfg: PaperConfig) -> PaperConfig:
     """What real faces here show: the trunk trained on synthetic demo identities (no identity dataset
     of real faces is on these machines), the depth grid on real MTFL gender/smile and FER2013 emotion.
     On such a trunk the grid shows the mechanics, not the paper's finding."""
-    cfg = scaled(cfg, size=96, width=0.25, identity_steps=2000, branch_steps=1500, batch=64, note="real faces here")
+    cfg = scaled(cfg, size=96, width=0.25, identity_steps=2000, branch_steps=600, batch=64, note="real faces here")
 
     def synthetic(sources):
         return tuple(dataclasses.replace(s, synthetic=True) if s.dataset == "identity_folders" else s for s in sources)

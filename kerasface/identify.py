@@ -37,7 +37,8 @@ def available_size(root: Path) -> int:
 
 def identify_model(model: str | os.PathLike, root: str | os.PathLike, size: int | None = None, *,
                    faces: str = "detect", model_key: str | None = None, json_out=None, plot_out=None,
-                   batch_size: int = 32) -> dict:
+                   batch_size: int = 32, label: str | None = None) -> dict:
+    """The identification report of `model` (its path, or `label`, as "model"; see the module notes)."""
     from kerasface.config import write_json
     from kerasface.evaluators import megaface
 
@@ -75,7 +76,7 @@ def identify_model(model: str | os.PathLike, root: str | os.PathLike, size: int 
         report = megaface(np.stack(probe_vectors), np.asarray(probe_ids), distractor_batches())
     finally:
         embed.close()
-    report = {"model": str(model), "output": embed.output, "root": str(root), "size": size, **report,
+    report = {"model": label or str(model), "output": embed.output, "root": str(root), "size": size, **report,
               "failed_images": failed}
     if plot_out:
         report["cmc_png"] = str(plot_cmc(report, plot_out))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +31,8 @@ class Protocol:
     title: str
     resolve_root: Callable[[str | None], Path]
     write_demo: Callable[[Path, int], Any]
-    # run(run_dir, root, model_key or None, options, json_out, plot_out) -> report
+    # run(model, root, options, json_out, plot_out, label) -> report; model: a SavedModel folder
+    # (run_protocols exports each trained model once for all protocols), label: what the report names
     run: Callable[..., dict]
     headline: Callable[[dict], str]
     # the report's numbers copied into metrics.json
@@ -53,11 +55,11 @@ def _lfw_demo(root, seed):
     return DATASETS.get("lfw").write_demo(root, seed)
 
 
-def _verify(run_dir, root, model_key, options, json_out, plot_out):
+def _verify(model, root, options, json_out, plot_out, label):
     from kerasface.verify import summary_lines, verify_model
 
-    report = verify_model(run_dir, root, json_out=json_out, roc_out=plot_out, model_key=model_key,
-                          faces=options.get("faces", "detect"))
+    report = verify_model(model, root, json_out=json_out, roc_out=plot_out, faces=options.get("faces", "detect"),
+                          label=label)
     print("\n".join(summary_lines(report)), file=sys.stderr)
     return report
 
@@ -79,12 +81,12 @@ def _megaface_demo(root, seed):
     return write_demo(root, seed)
 
 
-def _identify(run_dir, root, model_key, options, json_out, plot_out):
+def _identify(model, root, options, json_out, plot_out, label):
     from kerasface.identify import identify_model, summary_lines
 
     size = int(options["size"]) if options.get("size") else None
-    report = identify_model(run_dir, root, size, faces=options.get("faces", "detect"), model_key=model_key,
-                            json_out=json_out, plot_out=plot_out)
+    report = identify_model(model, root, size, faces=options.get("faces", "detect"), json_out=json_out,
+                            plot_out=plot_out, label=label)
     print("\n".join(summary_lines(report)), file=sys.stderr)
     return report
 
@@ -112,22 +114,41 @@ def report_path(run_dir: Path, model: str, protocol: str) -> Path:
     return Path(run_dir) / "protocols" / f"{model}-{protocol}.json"
 
 
+def trained_models(run_dir: Path) -> set[str]:
+    """The model keys with a trained unit in `run_dir` (its models/*/unit.json)."""
+    return {json.loads(p.read_text()).get("model_key") for p in Path(run_dir).glob("models/*/unit.json")}
+
+
 def run_protocols(cfg, run_dir: Path, root_of: Callable[[Protocol], Path]) -> dict[str, dict]:
-    """Every protocol of the recipe on every protocol model: {"<model>/<protocol>": report}. A
-    protocol whose data is not here is skipped with one line (the run itself is complete)."""
-    reports = {}
-    for name, options in cfg.protocols.items():
+    """Every protocol of the recipe on every protocol model trained in `run_dir`: {"<model>/<protocol>":
+    report}. Each model is exported once for all its protocols. A protocol whose data is not here,
+    or a protocol model this run did not train (--model), is skipped with one line."""
+    from kerasface.verify import exported_model
+
+    roots = {}
+    for name in cfg.protocols:
         protocol = PROTOCOLS.get(name)
         try:
-            root = root_of(protocol)
+            roots[name] = root_of(protocol)
         except FileNotFoundError as exc:
             print(f"{protocol.title} skipped: {exc}", file=sys.stderr)
+    trained = trained_models(run_dir)
+    reports = {}
+    for model in cfg.protocol_models or (None,):
+        if model is not None and model not in trained:
+            print(f"protocols of {model} skipped: not trained in {run_dir}", file=sys.stderr)
             continue
-        for model in cfg.protocol_models or (None,):
-            out = report_path(run_dir, model or RUN_PICK, name)
-            print(f"{protocol.title} of {model or 'the run'}'s embedding", file=sys.stderr)
-            reports[f"{model or RUN_PICK}/{name}"] = protocol.run(run_dir, root, model, dict(options), out,
-                                                                  out.with_suffix(".png"))
+        if not roots:
+            break
+        key = model or RUN_PICK
+        with exported_model(run_dir, model) as saved_model:
+            for name, root in roots.items():
+                protocol, out, started = PROTOCOLS.get(name), report_path(run_dir, key, name), time.perf_counter()
+                print(f"{protocol.title} of {model or 'the run'}'s embedding", file=sys.stderr)
+                reports[f"{key}/{name}"] = protocol.run(saved_model, root, dict(cfg.protocols[name]), out,
+                                                        out.with_suffix(".png"), f"{run_dir} ({key})")
+                print(f"{protocol.title} of {model or 'the run'}: {time.perf_counter() - started:.0f} s",
+                      file=sys.stderr)
     return reports
 
 

@@ -35,6 +35,7 @@ Python API (no model needed: any function from image paths to embeddings):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -149,6 +150,23 @@ def _is_run_folder(path: Path) -> bool:
 FACES = ("detect", "crops")  # find and cut each face as the model was trained / the images are its crops
 
 
+@contextlib.contextmanager
+def exported_model(model: str | os.PathLike, model_key: str | None = None):
+    """`model` as a SavedModel folder for the duration: itself, or, for a training run folder, its
+    model `model_key` (or the export's default pick) exported into a temporary folder, removed after."""
+    spec = Path(model)
+    if not _is_run_folder(spec):
+        yield spec
+        return
+    from kerasface.export.run import load_run, select_heads
+    from kerasface.export.saved_model import export_saved_model
+
+    with tempfile.TemporaryDirectory(prefix="kerasface-verify-") as temporary:
+        run = load_run(spec)
+        export_saved_model(run, select_heads(run, model_key), "verify", out=temporary, log=lambda *a: None)
+        yield Path(temporary) / "verify"
+
+
 def model_embedder(model: str | os.PathLike, output: str | None = None, face: str = "centre",
                    batch_size: int = 32, progress: bool = False, model_key: str | None = None,
                    faces: str = "detect", **detect_kwargs):
@@ -161,21 +179,12 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
 
     if faces not in FACES:
         raise ValueError(f"faces: expected one of {', '.join(FACES)}, got {faces!r}")
-    temporary = None
-    spec = Path(model)
-    if _is_run_folder(spec):
-        from kerasface.export.run import load_run, select_heads
-        from kerasface.export.saved_model import export_saved_model
-
-        temporary = tempfile.TemporaryDirectory(prefix="kerasface-verify-")
-        run = load_run(spec)
-        export_saved_model(run, select_heads(run, model_key), "verify", out=temporary.name, log=lambda *a: None)
-        spec = Path(temporary.name) / "verify"
+    exported = exported_model(model, model_key)
+    spec = exported.__enter__()
     try:
         predictor = Predictor([str(spec)], face=face, batch_size=batch_size, **detect_kwargs)
     except BaseException:
-        if temporary is not None:
-            temporary.cleanup()
+        exported.__exit__(None, None, None)
         raise
     loaded = predictor.models[0]
     embedding_outputs = [o.name for o in loaded.info.outputs if o.kind == "embedding"]
@@ -231,8 +240,7 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
     def close() -> None:
         bar.close()
         predictor.close()
-        if temporary is not None:
-            temporary.cleanup()
+        exported.__exit__(None, None, None)
 
     embed.close, embed.model, embed.output = close, loaded, output
     return embed
@@ -292,10 +300,12 @@ def default_roc_path(json_out: str | os.PathLike | None) -> Path:
 def verify_model(model: str | os.PathLike, lfw: str | os.PathLike, pairs: str | os.PathLike | None = None, *,
                  json_out: str | os.PathLike | None = None, roc_out: str | os.PathLike | None = None,
                  output: str | None = None, face: str = "centre", batch_size: int = 32,
-                 progress: bool = False, model_key: str | None = None, faces: str = "detect") -> dict:
-    """The whole command in one call (for the trainer, after a recipe with PaperConfig.verification):
+                 progress: bool = False, model_key: str | None = None, faces: str = "detect",
+                 label: str | None = None) -> dict:
+    """The whole command in one call (for the trainer, after a recipe with PaperConfig.protocols):
     the model's embedder, the protocol, the ROC PNG (`roc_out`, default as --roc) and, with
-    `json_out`, the JSON report; returns the report (with "model", "output", "roc_png")."""
+    `json_out`, the JSON report; returns the report (with "model": `label` or the model's path,
+    "output", "roc_png")."""
     from kerasface.config import write_json
 
     embed = model_embedder(model, output, face, batch_size, progress=progress, model_key=model_key, faces=faces)
@@ -304,7 +314,7 @@ def verify_model(model: str | os.PathLike, lfw: str | os.PathLike, pairs: str | 
     finally:
         embed.close()
     roc = Path(roc_out) if roc_out else default_roc_path(json_out)
-    report = {"model": str(model), "output": embed.output, **report, "roc_png": str(plot_roc(report, roc))}
+    report = {"model": label or str(model), "output": embed.output, **report, "roc_png": str(plot_roc(report, roc))}
     if json_out:
         write_json(json_out, report)
     return report

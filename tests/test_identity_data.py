@@ -596,3 +596,32 @@ def test_every_protocol_runs_on_a_trained_run_and_is_quoted(embedding_run, tmp_p
         assert report_path(embedding_run, "run", name).is_file()
         assert PROTOCOLS.get(name).headline(reports[f"run/{name}"]) in text
     assert "paper 95.98%" in text and set(metrics) == set(reports)
+
+
+def test_protocols_run_on_each_trained_model_once_and_skip_untrained_ones(embedding_run, tmp_path, capsys, monkeypatch):
+    # `--model m` trains one of a recipe's protocol models: the others are skipped with a line
+    # (they used to stop the run), and each model is exported once for all its protocols
+    import dataclasses
+
+    from kerasface import verify
+    from kerasface.config import read_config
+    from kerasface.protocols import PROTOCOLS, run_protocols
+
+    exports = []
+    real = verify.exported_model
+
+    def counting(model, model_key=None):
+        if verify._is_run_folder(Path(model)):  # an export (a SavedModel passes through)
+            exports.append(model_key)
+        return real(model, model_key)
+
+    monkeypatch.setattr(verify, "exported_model", counting)
+    cfg = dataclasses.replace(read_config(embedding_run / "config.json"), protocol_models=("m", "absent"),
+                              protocols={name: {"faces": "crops"} if name == "megaface" else {}
+                                         for name in PROTOCOLS.names()})
+    roots = {name: PROTOCOLS.get(name).write_demo(tmp_path / name, 0) for name in PROTOCOLS.names()}
+    reports = run_protocols(cfg, embedding_run, lambda protocol: roots[protocol.name])
+    assert sorted(reports) == sorted(f"m/{name}" for name in PROTOCOLS.names())
+    assert exports == ["m"]
+    assert all(r["model"] == f"{embedding_run} (m)" for r in reports.values())
+    assert f"protocols of absent skipped: not trained in {embedding_run}" in capsys.readouterr().err

@@ -163,7 +163,8 @@ def exported_model(model: str | os.PathLike, model_key: str | None = None):
 
     with tempfile.TemporaryDirectory(prefix="kerasface-verify-") as temporary:
         run = load_run(spec)
-        export_saved_model(run, select_heads(run, model_key), "verify", out=temporary, log=lambda *a: None)
+        export_saved_model(run, select_heads(run, model_key), "verify", out=temporary, log=lambda *a: None,
+                           verify=False, float_only=True)
         yield Path(temporary) / "verify"
 
 

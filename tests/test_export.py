@@ -173,6 +173,24 @@ def test_records_of_the_exported_crop(tmp_path):
 # ----------------------------------------------------------------------------- SavedModel layout
 
 
+def test_float_only_export_answers_as_the_full_one(run, merged, keras_models, tmp_path):
+    # what verify/identify export for themselves: serving_default alone, no warm-up requests;
+    # the same answers as the deployable's serving_default
+    from kerasface.export.saved_model import export_saved_model, read_signature_defs
+
+    path = export_saved_model(run, select_heads(run), "inner", out=tmp_path, log=lambda *a: None, verify=False,
+                              float_only=True)
+    assert sorted(k for k in read_signature_defs(path) if k != "__saved_model_init_op") == ["serving_default"]
+    assert not (path / "assets.extra").exists()
+    assert list(json.loads((path / "export.json").read_text())["inputs"]) == ["serving_default"]
+    x = np.random.default_rng(0).uniform(0, 255, (3, 150, 150, 3)).astype(np.float32)
+    small = tf.saved_model.load(str(path)).signatures["serving_default"](image=tf.constant(x))
+    full = merged[1].signatures["serving_default"](image=tf.constant(x))
+    assert sorted(small) == sorted(full)
+    for name in full:
+        np.testing.assert_allclose(small[name].numpy(), full[name].numpy(), atol=1e-6)
+
+
 def test_layout_and_metadata_files(merged, run_dir, models_dir):
     path, _ = merged
     assert path.name == "1" and (path / "saved_model.pb").is_file() and (path / "variables").is_dir()

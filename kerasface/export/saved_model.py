@@ -176,13 +176,13 @@ def export_description(graph: ServingGraph, run: Run, selection: Selection, name
             "color": colour_mode(graph.channels),
             "grayscale": "tf.image.rgb_to_grayscale (ITU-R 601 luma 0.2989, 0.5870, 0.1140)",
         },
-        "inputs": {
+        "inputs": {name: spec for name, spec in {
             "serving_default": {FLOAT_INPUT: {"dtype": "float32",
                                               "shape": [-1, graph.input_size[0], graph.input_size[1], graph.channels]}},
             "predict_images": {BYTES_INPUT: {"dtype": "string", "shape": [-1]}},
             "predict_examples": {EXAMPLES_INPUT: {"dtype": "string", "shape": [-1],
                                                   "feature": "image/encoded (bytes)"}},
-        },
+        }.items() if signatures is None or name in signatures},
         **describe_answers(graph, selection),
         "signatures": signatures or {},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
@@ -222,8 +222,10 @@ def verify_export(folder: Path, graph: ServingGraph, atol: float = 1e-5) -> floa
 
 
 def export_saved_model(run: Run, selection: Selection, name: str, out: str | Path = "models",
-                       version: int | None = None, verify: bool = True, log=print) -> Path:
-    """Write models/NAME/<version>/ and return its path."""
+                       version: int | None = None, verify: bool = True, log=print, float_only: bool = False) -> Path:
+    """Write models/NAME/<version>/ and return its path. `float_only`: serving_default alone, no
+    warm-up requests (a SavedModel for kerasface.predict in this process, as verify and identify
+    use: tracing the other signatures is most of an export's time)."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: expected a plain model name")
     base = Path(out) / name
@@ -243,14 +245,16 @@ def export_saved_model(run: Run, selection: Selection, name: str, out: str | Pat
     log(f"exporting {', '.join(t.name for t in graph.tasks)} from "
         f"{', '.join(h.unit.name for h in graph.heads)} -> {final}")
     try:
-        archive = graph.archive()
+        archive = graph.archive(float_only)
         archive.write_out(str(tmp), verbose=False)
         _set_classify_method_names(tmp)
-        extra = tmp / "assets.extra"
-        extra.mkdir(exist_ok=True)
-        with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
-            for record in (graph.warmup_requests(name) if graph.photo else warmup_records(graph, name, crop_size(graph))):
-                writer.write(record)
+        if not float_only:
+            extra = tmp / "assets.extra"
+            extra.mkdir(exist_ok=True)
+            with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+                for record in (graph.warmup_requests(name) if graph.photo else
+                               warmup_records(graph, name, crop_size(graph))):
+                    writer.write(record)
         signatures = {k: {"method_name": v.method_name,
                           "inputs": {n: _tensor_info_json(i) for n, i in v.inputs.items()},
                           "outputs": {n: _tensor_info_json(i) for n, i in v.outputs.items()}}

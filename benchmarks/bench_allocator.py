@@ -58,10 +58,9 @@ def run_child(spec: str, model_key: str | None, records: str, steps: int, alloca
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--paper", action="append", help="recipe[:variant] (default: every recipe's demo)")
-    parser.add_argument("--model", action="append", default=[], help="model key per --paper (default: its first unit)")
-    parser.add_argument("--records", default="tfrecords", help="converted records (the demo's are made on first use)")
+    from bench_input import unit_parser, units_of
+
+    parser = unit_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per child")
     parser.add_argument("--rounds", type=int, default=2, help="children per allocator and unit")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -69,14 +68,10 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.paper[0], (args.model or [None])[0], Path(args.records), args.steps)))
         return 0
-    from kerasface.papers import PAPERS
-
-    papers = args.paper or [name for name in PAPERS.names() if name != "custom"]
-    models = args.model + [None] * (len(papers) - len(args.model))
     print(f"training with the real pipeline, per step: malloc (TensorFlow's default) vs the BFC pool; "
           f"{args.steps} steps a child, best of {args.rounds} alternating children")
     print(f"{'unit':<52} {'batch':>5} {'allocator':>9} {'wall s':>7} {'user s':>7} {'sys s':>7} {'faults':>8}")
-    for spec, model in zip(papers, models):
+    for spec, model in units_of(args):
         best = {}
         for _ in range(args.rounds):
             for allocator in ALLOCATORS:

@@ -69,20 +69,30 @@ def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds:
             "cpu_ratio": cpu["memory"] / cpu["pipeline"]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def unit_parser(description: str) -> argparse.ArgumentParser:
+    """The unit options the input and allocator benchmarks share (units_of reads them)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--paper", action="append", help="recipe[:variant] (default: every recipe's demo)")
     parser.add_argument("--model", action="append", default=[], help="model key per --paper (default: its first unit)")
     parser.add_argument("--records", default="tfrecords", help="converted records (the demo's are made on first use)")
+    return parser
+
+
+def units_of(args) -> list[tuple[str, str | None]]:
+    """(recipe spec, model key or None) per --paper; default: every recipe's demo, its first unit."""
+    papers = args.paper or [name for name in PAPERS.names() if name != "custom"]
+    return list(zip(papers, args.model + [None] * (len(papers) - len(args.model))))
+
+
+def main() -> int:
+    parser = unit_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="training steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    papers = args.paper or [name for name in PAPERS.names() if name != "custom"]
-    models = args.model + [None] * (len(papers) - len(args.model))
     print(f"training images/s, real pipeline vs the same batches from memory; {args.steps} steps a round, "
           f"best of {args.rounds}; target pipeline/memory >= 0.90")
     print(f"{'unit':<58} {'batch':>5} {'pipeline':>9} {'memory':>8} {'ratio':>6} {'CPU':>6}")
-    for spec, model in zip(papers, models):
+    for spec, model in units_of(args):
         start = time.perf_counter()
         r = measure(spec, model, Path(args.records), args.steps, args.rounds)
         print(f"{r['unit']:<58} {r['batch']:>5} {r['pipeline']:>9.1f} {r['memory']:>8.1f} "

@@ -132,14 +132,14 @@ def run_protocols(cfg, run_dir: Path, root_of: Callable[[Protocol], Path]) -> di
             roots[name] = root_of(protocol)
         except FileNotFoundError as exc:
             print(f"{protocol.title} skipped: {exc}", file=sys.stderr)
-    trained = trained_models(run_dir)
     reports = {}
+    if not roots:
+        return reports
+    trained = trained_models(run_dir)
     for model in cfg.protocol_models or (None,):
         if model is not None and model not in trained:
             print(f"protocols of {model} skipped: not trained in {run_dir}", file=sys.stderr)
             continue
-        if not roots:
-            break
         key = model or RUN_PICK
         with exported_model(run_dir, model) as saved_model:
             for name, root in roots.items():

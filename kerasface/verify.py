@@ -180,18 +180,17 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
 
     if faces not in FACES:
         raise ValueError(f"faces: expected one of {', '.join(FACES)}, got {faces!r}")
-    exported = exported_model(model, model_key)
-    spec = exported.__enter__()
-    try:
+    resources = contextlib.ExitStack()  # the predictor, then the temporary export: released by close()
+    with resources:
+        spec = resources.enter_context(exported_model(model, model_key))
         predictor = Predictor([str(spec)], face=face, batch_size=batch_size, **detect_kwargs)
-    except BaseException:
-        exported.__exit__(None, None, None)
-        raise
+        resources.callback(predictor.close)
+        resources = resources.pop_all()
     loaded = predictor.models[0]
     embedding_outputs = [o.name for o in loaded.info.outputs if o.kind == "embedding"]
     if output is None:
         if len(embedding_outputs) != 1:
-            predictor.close()
+            resources.close()
             raise ModelError(f"{model}: " + ("no embedding output (head kind 'embedding'); its outputs: "
                                              + ", ".join(f"{o.name} ({o.kind})" for o in loaded.info.outputs)
                                              if not embedding_outputs else
@@ -199,7 +198,7 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
                                              f"choose one with --output"))
         output = embedding_outputs[0]
     elif output not in embedding_outputs:
-        predictor.close()
+        resources.close()
         raise ModelError(f"{model}: --output {output}: not an embedding output (embedding outputs: "
                          f"{', '.join(embedding_outputs) or 'none'})")
     from tqdm import tqdm
@@ -240,8 +239,7 @@ def model_embedder(model: str | os.PathLike, output: str | None = None, face: st
 
     def close() -> None:
         bar.close()
-        predictor.close()
-        exported.__exit__(None, None, None)
+        resources.close()
 
     embed.close, embed.model, embed.output = close, loaded, output
     return embed

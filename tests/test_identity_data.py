@@ -625,3 +625,17 @@ def test_protocols_run_on_each_trained_model_once_and_skip_untrained_ones(embedd
     assert exports == ["m"]
     assert all(r["model"] == f"{embedding_run} (m)" for r in reports.values())
     assert f"protocols of absent skipped: not trained in {embedding_run}" in capsys.readouterr().err
+
+
+def test_a_rejected_output_leaves_no_temporary_export(embedding_run, tmp_path, monkeypatch):
+    # a run folder is exported to a temporary folder first; naming an output that is not an
+    # embedding raises, and the export is removed then, not left to garbage collection
+    import tempfile
+
+    from kerasface.predict import ModelError
+    from kerasface.verify import model_embedder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ModelError, match="--output nope: not an embedding output"):
+        model_embedder(embedding_run, output="nope")
+    assert not list(tmp_path.glob("kerasface-verify-*"))

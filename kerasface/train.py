@@ -37,8 +37,8 @@ from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfi
                               fold_data, read_config, target_key, validate, write_config, write_json)
 from kerasface.data import DATASETS
 from kerasface.data.convert import CROPPED, WHICH_FACE, convert
-from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, read_manifest, train_class_counts,
-                                     union_labels)
+from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, fits_cache, read_manifest,
+                                     train_class_counts, union_labels)
 from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
 from kerasface.inference import ensemble_functions, inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
@@ -218,28 +218,52 @@ def weighted_tasks(tasks, sources: list[Source]):
 # ----------------------------------------------------------------------------- the trainer
 
 
-def recalibrate_batchnorm(model, batches) -> int:
+def batchnorm_layers(model) -> list:
+    """The BatchNormalization layers whose statistics training updates (trainable ones)."""
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
+def batch_statistics_fn(model):
+    """A compiled training-mode forward pass returning every trainable BatchNormalization layer's
+    moving (mean, variance) after it; for `recalibrate_batchnorm`, which traces it with momentum 0
+    (Keras reads the momentum at trace time), so the returned statistics are the batch's own."""
+    norms = batchnorm_layers(model)
+
+    @tf.function
+    def statistics(images):
+        model(images, training=True)
+        return [(layer.moving_mean, layer.moving_variance) for layer in norms]
+
+    return statistics
+
+
+def recalibrate_batchnorm(model, batches, statistics=None) -> int:
     """Set the moving statistics of every trainable BatchNormalization layer to the mean of the
     batch statistics it sees over `batches` (training-mode forward passes); returns the batch count.
 
-    A momentum of n/(n+1) at the n-th batch turns Keras' exponential update into a running mean.
-    Frozen layers (trainable False) do not update and keep their statistics.
+    `statistics`: a `batch_statistics_fn(model)` kept from an earlier call (tracing it again costs
+    seconds for a big net). Frozen layers (trainable False) do not update and keep their statistics.
     """
-    norms = [layer for layer in model._flatten_layers(include_self=False)
-             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    norms = batchnorm_layers(model)
     if not norms:
         return 0
+    statistics = statistics or batch_statistics_fn(model)
     saved = [layer.momentum for layer in norms]
-    count = 0
+    sums, count = None, 0
     try:
+        for layer in norms:
+            layer.momentum = 0.0
         for images in batches:
-            for layer in norms:
-                layer.momentum = count / (count + 1)
-            model(images, training=True)
+            values = [(m.numpy(), v.numpy()) for m, v in statistics(images)]
+            sums = values if sums is None else [(a + m, b + v) for (a, b), (m, v) in zip(sums, values)]
             count += 1
     finally:
         for layer, momentum in zip(norms, saved):
             layer.momentum = momentum
+    for layer, (mean, variance) in zip(norms, sums or ()):
+        layer.moving_mean.assign(mean / count)
+        layer.moving_variance.assign(variance / count)
     return count
 
 
@@ -267,6 +291,8 @@ class Trainer:
             self.best_task_loss = {t.name: tf.Variable(np.inf, trainable=False, dtype=tf.float32) for t in self.tasks}
             self.best_score = tf.Variable(-np.inf, trainable=False, dtype=tf.float32, name="best_score")
         self.forward = inference_fn(self.model)  # compiled once, reused by every validation
+        self.bn_samples: dict[str, tf.data.Dataset] = {}  # precise BN's batches per stage
+        self.bn_statistics: dict = {}  # and its compiled forward pass
         self.writer = tf.summary.create_file_writer(str(unit_dir / "logs"))
         # validation history survives a kill: entries are written as they are made and read back here
         self.history_path = unit_dir / "history.json"
@@ -402,7 +428,9 @@ class Trainer:
             while s < steps:
                 # a call ends on the next log, evaluation or last step, whichever comes first
                 n = min(stage.steps_per_call, steps - s, log_every - s % log_every, eval_every - s % eval_every)
-                loss, per_task, correct = train_step(iterator, tf.constant(n, tf.int32))
+                # one step per call traces no loop (a loop traces the step twice: before it and in it)
+                many = (tf.constant(n, tf.int32),) if stage.steps_per_call > 1 else ()
+                loss, per_task, correct = train_step(iterator, *many)
                 s += n
                 step.assign(s)
                 seen += n * stage.batch_size
@@ -435,12 +463,20 @@ class Trainer:
         """Recompute BatchNorm statistics on a fixed, seeded sample of un-augmented training batches."""
         if stage.precise_bn_batches <= 0 or stage.bottleneck:
             return
-        m = self.unit.model
-        data = dataclasses.replace(self.data, augment=None, cache=False, deterministic=True)
-        ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
-                           batch_size=stage.batch_size, training=True, folder=self.stage_sources(stage),
-                           seed=self.paper.seed + 1)
-        recalibrate_batchnorm(self.model, (images for images, _ in ds.take(stage.precise_bn_batches)))
+        if stage.name not in self.bn_samples:
+            m = self.unit.model
+            data = dataclasses.replace(self.data, augment=None, cache=False, deterministic=True)
+            ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
+                               batch_size=stage.batch_size, training=True, folder=self.stage_sources(stage),
+                               seed=self.paper.seed + 1).map(lambda images, _: images).take(stage.precise_bn_batches)
+            # the same batches every time: kept decoded when they fit, else re-read (and the
+            # shuffle buffer refilled) at each evaluation
+            if fits_cache(self.data, stage.precise_bn_batches * stage.batch_size, m.input_hw, m.channels):
+                ds = ds.cache()
+            self.bn_samples[stage.name] = ds
+            # traced per stage: a stage's `trainable` decides which layers update
+            self.bn_statistics[stage.name] = batch_statistics_fn(self.model)
+        recalibrate_batchnorm(self.model, self.bn_samples[stage.name], self.bn_statistics[stage.name])
 
     def evaluate_and_select(self, step: int, stage: StageConfig, offset: int = 0) -> None:
         self.precise_bn(stage)

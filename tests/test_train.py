@@ -351,7 +351,7 @@ def test_cli_without_the_dataset_says_where_it_looked_and_offers_demo(tmp_path, 
 
 
 def test_precise_bn_sets_moving_statistics_to_the_mean_of_batch_statistics():
-    from kerasface.train import recalibrate_batchnorm
+    from kerasface.train import batch_statistics_fn, recalibrate_batchnorm
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -374,6 +374,15 @@ def test_precise_bn_sets_moving_statistics_to_the_mean_of_batch_statistics():
     np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([f.var(0) for f in per_batch], 0), rtol=1e-4)
     np.testing.assert_array_equal(model.get_layer("frozen_bn").moving_mean.numpy(), frozen_before)
     assert bn.momentum == 0.99  # restored
+    # a kept compiled pass (as the trainer keeps one per stage) serves later recalibrations
+    statistics = batch_statistics_fn(model)
+    for shift in (3.0, -2.0):
+        moved = [b + shift for b in batches[:2]]
+        assert recalibrate_batchnorm(model, iter(moved), statistics) == 2
+        expected = [features(b).numpy().reshape(-1, 4) for b in moved]
+        np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([f.mean(0) for f in expected], 0), rtol=1e-4,
+                                   atol=1e-5)
+    assert statistics.experimental_get_tracing_count() == 1
 
 
 def test_trainer_recalibrates_batchnorm_before_validation(records, tmp_path):
@@ -406,13 +415,13 @@ def test_several_steps_per_call_train_as_single_steps_and_evaluate_on_the_same_s
 
         def counting(*args, **kwargs):
             inner = step_fn(*args, **kwargs)
-            return lambda iterator, steps=None: calls.append(int(steps)) or inner(iterator, steps)
+            return lambda iterator, steps=None: calls.append(steps if steps is None else int(steps)) or inner(iterator, steps)
 
         trainer.make_train_step = counting
         trainer.run_stage(0, trainer.unit.model.stages[0])
         results.append(([v.numpy() for v in trainer.model.trainable_variables], trainer.history, calls))
     (w1, history1, calls1), (w5, history5, calls5) = results
-    assert calls1 == [1] * 12 and calls5 == [4, 4, 2, 2]
+    assert calls1 == [None] * 12 and calls5 == [4, 4, 2, 2]  # one step a call: no loop traced
     assert [h["step"] for h in history5] == [h["step"] for h in history1] == [4, 8, 12]
     for a, b in zip(w1, w5):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -40,7 +40,8 @@ def unit_step(spec: str, model_key: str | None, records: Path):
     stage = trainer.unit.model.stages[0]
     with strategy.scope():
         optimizer = GroupedOptimizer(stage, 1000, trainer.model, cfg.mixed_precision)
-    step = trainer.make_train_step(trainer.model, optimizer, stage.batch_size, trainer.stage_tasks(stage))
+    step = trainer.make_train_step(trainer.model, optimizer, stage.batch_size, trainer.stage_tasks(stage),
+                                   stage.jit_compile)
     return cfg, trainer, stage, step
 
 

@@ -123,6 +123,9 @@ class StageConfig:
     # dispatch cost where a step is short (small models, GPUs); logs and evaluations still fall
     # on their own steps (a call never crosses one)
     steps_per_call: int = 1
+    # compile each replica's step with XLA (forward, backward and optimizer update fused): on a
+    # CPU 1.1x (TCDCN) to 1.4x (BKNet) faster per step, for a few seconds more tracing
+    jit_compile: bool = False
     # (glob over layer names, multiplier) pairs: Caffe-style per-layer learning rates.
     lr_multipliers: tuple[tuple[str, float], ...] = ()
     # Train only the new head on features of the frozen backbone computed once and cached.

@@ -144,8 +144,12 @@ def total_loss(outputs, targets, tasks, active, global_batch):
     return total, per_task
 
 
-def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active, global_batch: int):
-    """A tf.function running one optimizer step on every replica; returns summed loss and metrics."""
+def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active, global_batch: int,
+                    jit_compile: bool = False):
+    """A tf.function running one optimizer step on every replica; returns summed loss and metrics.
+    `jit_compile`: each replica's step is one XLA computation (the input iterator stays outside); one
+    replica only, as the update's cross-replica sum cannot run inside it (and XLA on a CPU cannot
+    reach another logical CPU's variables): with several, the step runs without XLA, said once."""
     variables = model.trainable_variables
 
     def step_fn(images, targets):
@@ -163,8 +167,13 @@ def make_train_step(strategy, model, optimizer: GroupedOptimizer, tasks, active,
                 shown[t.name] = value
         return loss, per_task, shown
 
+    if jit_compile and strategy.num_replicas_in_sync > 1:
+        print(f"  jit_compile: {strategy.num_replicas_in_sync} replicas, so the step runs without XLA", file=sys.stderr)
+        jit_compile = False
+    replica_step = tf.function(step_fn, jit_compile=True) if jit_compile else step_fn
+
     def one_step(iterator):
-        result = strategy.run(step_fn, args=next(iterator))
+        result = strategy.run(replica_step, args=next(iterator))
         return tf.nest.map_structure(lambda v: strategy.reduce("SUM", v, axis=None), result)
 
     @tf.function
@@ -339,8 +348,10 @@ class Trainer:
         return self.strategy.distribute_datasets_from_function(fn)
 
     # -- steps
-    def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int, tasks=None):
-        return make_train_step(self.strategy, model, optimizer, tasks or self.tasks, self.active, global_batch)
+    def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int, tasks=None,
+                        jit_compile: bool = False):
+        return make_train_step(self.strategy, model, optimizer, tasks or self.tasks, self.active, global_batch,
+                               jit_compile)
 
     def predict(self, split: str):
         m = self.unit.model
@@ -409,7 +420,8 @@ class Trainer:
             iterator = iter(self.strategy.experimental_distribute_dataset(self.bottleneck_data(stage, start)))
         else:
             iterator = iter(self.distributed_train_data(stage, start))
-        train_step = self.make_train_step(train_model, optimizer, stage.batch_size, self.stage_tasks(stage))
+        train_step = self.make_train_step(train_model, optimizer, stage.batch_size, self.stage_tasks(stage),
+                                          stage.jit_compile)
         per_epoch = math.ceil(self.train_records / stage.batch_size)
         eval_every = max(1, min(stage.eval_every or per_epoch, steps))
 

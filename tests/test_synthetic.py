@@ -348,3 +348,22 @@ def test_cli_writes_the_dataset_and_says_where(tmp_path):
     assert "3 training" in proc.stdout and "2 testing" in proc.stdout
     assert len(records((out / "training.txt").read_bytes())) == 3
     assert len(records((out / "testing.txt").read_bytes())) == 2
+
+
+def test_with_tensorflow_loaded_a_fresh_interpreter_renders_the_same_bytes(tmp_path, monkeypatch):
+    # the trainer has TensorFlow loaded: a big demo set is rendered by a child interpreter (which
+    # may fork its workers) rather than one image at a time in the trainer
+    import subprocess
+
+    import tensorflow  # noqa: F401
+    import kerasface.data.synthetic as synthetic
+
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(synthetic.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
+    child = digest(write_demo_mtfl(tmp_path / "child", 190, 10, seed=4, extra_unlisted=1))
+    assert len(calls) == 1 and calls[0][1:3] == ["-m", "kerasface.data.synthetic"]
+    here = digest(write_demo_mtfl(tmp_path / "here", 190, 10, seed=4, extra_unlisted=1, workers=1))
+    assert len(calls) == 1
+    assert child == here and len(child) == 190 + 10 + 1 + 3

@@ -429,6 +429,29 @@ def test_several_steps_per_call_train_as_single_steps_and_evaluate_on_the_same_s
         assert h5["val_score"] == pytest.approx(h1["val_score"], abs=1e-5)
 
 
+def test_xla_compiled_steps_train_as_plain_steps(records, tmp_path, capsys):
+    # jit_compile makes the replica's step one XLA computation: same losses and weights as the
+    # plain step (to float tolerance), and the loss falls; with two replicas it runs without XLA
+    results = []
+    for jit, devices in ((False, ["/cpu:0"]), (True, ["/cpu:0"]), (True, ["/cpu:0", "/cpu:1"])):
+        keras.utils.set_random_seed(0)
+        strategy = tf.distribute.MirroredStrategy(devices)
+        trainer, _ = make_trainer(records, tmp_path / str(jit), strategy, jit_compile=jit)
+        stage = trainer.unit.model.stages[0]
+        with strategy.scope():
+            optimizer = GroupedOptimizer(stage, 6, trainer.model)
+        step = trainer.make_train_step(trainer.model, optimizer, 8, jit_compile=stage.jit_compile)
+        iterator = iter(trainer.distributed_train_data(stage, 0))
+        losses = [float(step(iterator)[0]) for _ in range(6)]
+        results.append((losses, [v.numpy() for v in trainer.model.trainable_variables]))
+    (plain_losses, plain_weights), (jit_losses, jit_weights), (two_losses, _) = results
+    np.testing.assert_allclose(jit_losses, plain_losses, rtol=1e-3)
+    assert jit_losses[-1] < jit_losses[0] and two_losses[-1] < two_losses[0]
+    for a, b in zip(plain_weights, jit_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert capsys.readouterr().err.count("jit_compile: 2 replicas, so the step runs without XLA") == 1
+
+
 def test_stages_run_on_one_global_step_with_their_own_loss_weights(records, tmp_path):
     # stage "warmup" trains smile at weight 0 (its head must not move), stage "joint" trains it
     keras.utils.set_random_seed(0)

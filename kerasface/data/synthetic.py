@@ -66,6 +66,7 @@ import argparse
 import math
 import multiprocessing
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -1103,8 +1104,9 @@ def write_demo_mtfl(root: str | os.PathLike, num_train: int = 1000, num_test: in
     Deterministic: the same arguments give byte-identical list files and images (one child
     generator per image, so the result does not depend on `workers`). `extra_unlisted` adds that
     many images that no list names (spread over the three folders, as the real folders hold more
-    files than the lists). `workers`: processes (default: 1 up to 200 images or when TensorFlow
-    is loaded, else all cores); `progress`: a progress bar (default: when stderr is a terminal).
+    files than the lists). `workers`: processes (default: 1 up to 200 images, else all cores,
+    in a fresh interpreter when TensorFlow is loaded); `progress`: a progress bar (default: when
+    stderr is a terminal).
     """
     root = Path(root)
     for folder in FOLDER_STYLES:
@@ -1129,10 +1131,19 @@ def write_demo_mtfl(root: str | os.PathLike, num_train: int = 1000, num_test: in
         folder = folders[j % 3]
         jobs.append((str(root), f"{folder}/unlisted_{j + 1:06d}.jpg", folder, extra_rngs[j], False))
 
+    cores = os.cpu_count() or 1
+    if workers is None and len(jobs) > 200 and cores > 1 and "tensorflow" in sys.modules:
+        # TensorFlow's threads make forking this process unsafe, and spawned workers would import
+        # the caller's main module (TensorFlow included, seconds each): a fresh interpreter without
+        # TensorFlow renders the same bytes and forks its own workers.
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+        subprocess.run([sys.executable, "-m", "kerasface.data.synthetic", "--out", str(root), "--train", str(num_train),
+                        "--test", str(num_test), "--seed", str(seed), "--extra", str(extra_unlisted),
+                        "--workers", str(cores)], check=True, env=env, stdout=subprocess.DEVNULL)
+        return root
     if workers is None:
-        # In a process that has loaded TensorFlow, forking is unsafe and spawned workers would
-        # re-import the caller's main module (TensorFlow included): render in-process there.
-        workers = 1 if len(jobs) <= 200 or "tensorflow" in sys.modules else (os.cpu_count() or 1)
+        workers = 1 if len(jobs) <= 200 else cores
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None

@@ -128,15 +128,17 @@ def cpu_config(cfg: PaperConfig) -> PaperConfig:
 
 def demo_config(cfg: PaperConfig) -> PaperConfig:
     """The local recipe on the synthetic demo sets (GENKI-4K-, FER2013- and MTFL-format), at half
-    width and 400 steps, with 2 folds and an ensemble of 3 to show both mechanisms. Adam at 1e-3
-    and precise BN: the paper's SGD at 0.01 learns nothing in a few hundred steps (measured: chance
-    on every task after 240 steps, where Adam reached 82% smile and 73% gender)."""
+    width and 300 steps (XLA-compiled: 1.4x faster on a CPU), with 2 folds and an ensemble of 3 to
+    show both mechanisms. Adam at 1e-3 and precise BN: the paper's SGD at 0.01 learns nothing in a
+    few hundred steps (measured: chance on every task after 240 steps, where Adam reached 82% smile
+    and 73% gender)."""
     cfg = local_config(cfg)
     model = cfg.models["bknet"]
-    stage = dataclasses.replace(model.stages[0], epochs=0, steps=400, batch_size=64, optimizer="adam", lr=1e-3,
-                                eval_every=50, keep_checkpoints=3, decay_steps=400, precise_bn_batches=10)
+    stage = dataclasses.replace(model.stages[0], epochs=0, steps=300, batch_size=64, optimizer="adam", lr=1e-3,
+                                eval_every=100, keep_checkpoints=3, decay_steps=300, precise_bn_batches=10,
+                                jit_compile=True)
     model = dataclasses.replace(model, stages=(stage,), ensemble=3, arch_kwargs={**model.arch_kwargs, "width": 0.5},
-                                description="BKNet A4 on MTFL gender [demo: 400 Adam steps, half width, "
+                                description="BKNet A4 on MTFL gender [demo: 300 Adam steps, half width, "
                                             "ensemble of the last 3 checkpoints]")
     data = dataclasses.replace(cfg.data, folds=2, deterministic=True)
     return dataclasses.replace(cfg, models={"bknet": model}, data=data, demo=True)

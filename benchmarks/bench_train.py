@@ -1,5 +1,6 @@
-"""Training throughput: kerasface's custom loop against plain `model.fit`, same model, same data,
-same optimizer, in the same run; plus FLOPs per image and the GFLOP/s they imply.
+"""Training throughput: kerasface's custom loop against plain `model.fit` and against the same loop
+compiled with XLA (`StageConfig.jit_compile`), same model, same data, same optimizer, in the same run;
+plus FLOPs per image and the GFLOP/s they imply.
 
     python benchmarks/bench_train.py [--steps 30] [--batch 32] [--rounds 3] [--arch tcdcn ...] [--identities 1000]
     python benchmarks/bench_train.py --arch flickr_resnet --arch wang_full --arch wang_fast
@@ -131,10 +132,12 @@ def batches(size, channels, tasks, batch, seed=0):
 class Result:
     custom: float  # img/s (wall clock)
     fit: float
+    xla: float  # the custom loop, each step one XLA computation
     infer: float
     flops: int  # forward FLOPs per image
     custom_cpu: float  # the least CPU seconds of a round (all threads)
     fit_cpu: float
+    xla_cpu: float
     custom_wall: float  # the best round's wall seconds
     fit_wall: float
 
@@ -157,8 +160,10 @@ def bench(case: Case, batch: int, steps: int, rounds: int, warmup: int = 2) -> R
     active = {t.name: tf.constant(1.0) for t in tasks}
     step_fn = make_train_step(strategy, model, optimizer, tasks, active, batch)  # head_kind(kind).loss per task
     iterator = iter(strategy.experimental_distribute_dataset(ds))
+    xla_fn = make_train_step(strategy, model, optimizer, tasks, active, batch, jit_compile=True)
     for _ in range(warmup):
         step_fn(iterator)
+        xla_fn(iterator)
 
     keras.utils.set_random_seed(0)
     with strategy.scope():
@@ -172,14 +177,16 @@ def bench(case: Case, batch: int, steps: int, rounds: int, warmup: int = 2) -> R
     # all steps of a round in one fit call, so fit pays its per-call cost once a round
     cpu = {}
     best = best_times({"custom": lambda: [step_fn(iterator) for _ in range(steps)],
+                       "xla": lambda: [xla_fn(iterator) for _ in range(steps)],
                        "fit": lambda: fit_model.fit(fit_data, steps_per_epoch=steps, epochs=1, verbose=0)},
                       rounds, cpu)
 
     infer = inference_fn(model)
     images = next(iter(ds))[0]
     inferred = seconds_per_call({"infer": lambda: infer(images)}, rounds)["infer"]
-    return Result(steps * batch / best["custom"], steps * batch / best["fit"], batch / inferred,
-                  flops_per_image(model), cpu["custom"], cpu["fit"], best["custom"], best["fit"])
+    return Result(steps * batch / best["custom"], steps * batch / best["fit"], steps * batch / best["xla"],
+                  batch / inferred, flops_per_image(model), cpu["custom"], cpu["fit"], cpu["xla"], best["custom"],
+                  best["fit"])
 
 
 def dense_conv_rate(rounds: int) -> float:
@@ -227,12 +234,14 @@ def main() -> int:
         print(f"identity softmax (kind embedding) over {args.identities:,} identities (the recipes: as many as "
               f"the data has, e.g. CASIA-WebFace's 10,575); wang_*: + 7 attribute scores (attribute_scores, MSE)")
     print("custom/fit: the ratio of images/s (wall clock); CPU: the same ratio from the CPU seconds the process "
-          "spent (other jobs on the machine do not add to it); cores: CPU seconds / wall seconds, custom and fit")
+          "spent (other jobs on the machine do not add to it); cores: CPU seconds / wall seconds, custom and fit; "
+          "xla/custom and its CPU: the same ratios for the XLA-compiled loop against the plain one")
     reference = dense_conv_rate(args.rounds)
     print(f"this machine's dense conv rate (3x3 conv 128->128 at 28x28, batch 32, trained): {reference:.1f} GFLOP/s; "
           f"'of conv': each case's training GFLOP/s as a share of it")
     print(f"{'case':<14} {'input':>7} {'batch':>5} {'steps':>5} {'custom img/s':>12} {'fit img/s':>9} "
-          f"{'custom/fit':>10} {'CPU':>5} {'cores':>9} {'infer img/s':>11} {'MFLOPs/img':>10} "
+          f"{'custom/fit':>10} {'CPU':>5} {'cores':>9} {'xla img/s':>9} {'xla/custom':>10} {'CPU':>5} "
+          f"{'infer img/s':>11} {'MFLOPs/img':>10} "
           f"{'train GFLOP/s':>13} {'of conv':>7} {'infer GFLOP/s':>13}")
     for name in names:
         case = with_identities(CASES[name], args.identities)
@@ -246,7 +255,8 @@ def main() -> int:
         size = f"{case.size[0]}x{case.size[1]}"
         cores = f"{r.custom_cpu / r.custom_wall:.1f}/{r.fit_cpu / r.fit_wall:.1f}"
         print(f"{name:<14} {size:>7} {batch:>5} {steps:>5} {r.custom:>12.1f} {r.fit:>9.1f} {r.custom / r.fit:>10.2f} "
-              f"{r.fit_cpu / r.custom_cpu:>5.2f} {cores:>9} {r.infer:>11.1f} {r.flops / 1e6:>10.1f} "
+              f"{r.fit_cpu / r.custom_cpu:>5.2f} {cores:>9} {r.xla:>9.1f} {r.xla / r.custom:>10.2f} "
+              f"{r.custom_cpu / r.xla_cpu:>5.2f} {r.infer:>11.1f} {r.flops / 1e6:>10.1f} "
               f"{3 * r.flops * r.custom / 1e9:>13.1f} {3 * r.flops * r.custom / 1e9 / reference:>7.0%} "
               f"{r.flops * r.infer / 1e9:>13.1f}", flush=True)
     return 0

@@ -128,9 +128,9 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     # Precise BN: at a few hundred steps the moving averages lag the fast-moving weights (the demo
     # Cascade CNN predicted one class for smile without it).
     fast = dict(epochs=0.0, batch_size=32, schedule="polynomial", precise_bn_batches=10)
-    # XLA where it pays (idle 2-core CPU, train_seconds per unit): the multi-task TCDCN 147 -> 98 s;
-    # not the Cascade CNN (33 -> 47 s: compiling costs more than 200 steps save) or the single
-    # TCDCN (45 s either way)
+    # XLA where it pays (idle 2-core CPU): the multi-task TCDCN's 1,000 steps (1.12x faster steps in
+    # bench_train); not the Cascade CNN (unit 33 s without, 47 s with: compiling costs more than its
+    # 200 steps save) or the single TCDCN (45 s either way)
     xla = dict(fast, jit_compile=True)
     short = {  # stage changes, input size, architecture kwargs, one unit for all attributes
         "inception_bottleneck": (dict(steps=40, batch_size=32, eval_every=40), 75, {}, True),

@@ -124,7 +124,8 @@ class StageConfig:
     # on their own steps (a call never crosses one)
     steps_per_call: int = 1
     # compile each replica's step with XLA (forward, backward and optimizer update fused): on a
-    # CPU 1.1x (TCDCN) to 1.4x (BKNet) faster per step, for a few seconds more tracing
+    # CPU from no gain (Cascade CNN's big convolutions) to 1.7x (BKNet) per step, for seconds more
+    # tracing (benchmarks/bench_train.py prints both loops); one replica only
     jit_compile: bool = False
     # (glob over layer names, multiplier) pairs: Caffe-style per-layer learning rates.
     lr_multipliers: tuple[tuple[str, float], ...] = ()

@@ -234,9 +234,10 @@ def batchnorm_layers(model) -> list:
 
 
 def batch_statistics_fn(model):
-    """A compiled training-mode forward pass returning every trainable BatchNormalization layer's
-    moving (mean, variance) after it; for `recalibrate_batchnorm`, which traces it with momentum 0
-    (Keras reads the momentum at trace time), so the returned statistics are the batch's own."""
+    """A compiled training-mode forward pass returning the moving (mean, variance) of each layer in
+    its `layers` (the model's trainable BatchNormalization layers when it was made) after it; for
+    `recalibrate_batchnorm`, which traces it with momentum 0 (Keras reads the momentum at trace
+    time), so the returned statistics are the batch's own."""
     norms = batchnorm_layers(model)
 
     @tf.function
@@ -244,6 +245,7 @@ def batch_statistics_fn(model):
         model(images, training=True)
         return [(layer.moving_mean, layer.moving_variance) for layer in norms]
 
+    statistics.layers = norms
     return statistics
 
 
@@ -251,13 +253,14 @@ def recalibrate_batchnorm(model, batches, statistics=None) -> int:
     """Set the moving statistics of every trainable BatchNormalization layer to the mean of the
     batch statistics it sees over `batches` (training-mode forward passes); returns the batch count.
 
-    `statistics`: a `batch_statistics_fn(model)` kept from an earlier call (tracing it again costs
-    seconds for a big net). Frozen layers (trainable False) do not update and keep their statistics.
+    `statistics`: a `batch_statistics_fn(model)` kept from an earlier call with the same layers
+    trainable (tracing it again costs seconds for a big net). Frozen layers (trainable False) do not
+    update and keep their statistics.
     """
-    norms = batchnorm_layers(model)
+    statistics = statistics or batch_statistics_fn(model)
+    norms = statistics.layers
     if not norms:
         return 0
-    statistics = statistics or batch_statistics_fn(model)
     saved = [layer.momentum for layer in norms]
     sums, count = None, 0
     try:
@@ -300,8 +303,7 @@ class Trainer:
             self.best_task_loss = {t.name: tf.Variable(np.inf, trainable=False, dtype=tf.float32) for t in self.tasks}
             self.best_score = tf.Variable(-np.inf, trainable=False, dtype=tf.float32, name="best_score")
         self.forward = inference_fn(self.model)  # compiled once, reused by every validation
-        self.bn_samples: dict[str, tf.data.Dataset] = {}  # precise BN's batches per stage
-        self.bn_statistics: dict = {}  # and its compiled forward pass
+        self.precise_bn_inputs: dict[str, tuple] = {}  # per stage: precise BN's batches, its compiled pass
         self.writer = tf.summary.create_file_writer(str(unit_dir / "logs"))
         # validation history survives a kill: entries are written as they are made and read back here
         self.history_path = unit_dir / "history.json"
@@ -475,7 +477,7 @@ class Trainer:
         """Recompute BatchNorm statistics on a fixed, seeded sample of un-augmented training batches."""
         if stage.precise_bn_batches <= 0 or stage.bottleneck:
             return
-        if stage.name not in self.bn_samples:
+        if stage.name not in self.precise_bn_inputs:
             m = self.unit.model
             data = dataclasses.replace(self.data, augment=None, cache=False, deterministic=True)
             ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
@@ -485,10 +487,9 @@ class Trainer:
             # shuffle buffer refilled) at each evaluation
             if fits_cache(self.data, stage.precise_bn_batches * stage.batch_size, m.input_hw, m.channels):
                 ds = ds.cache()
-            self.bn_samples[stage.name] = ds
             # traced per stage: a stage's `trainable` decides which layers update
-            self.bn_statistics[stage.name] = batch_statistics_fn(self.model)
-        recalibrate_batchnorm(self.model, self.bn_samples[stage.name], self.bn_statistics[stage.name])
+            self.precise_bn_inputs[stage.name] = ds, batch_statistics_fn(self.model)
+        recalibrate_batchnorm(self.model, *self.precise_bn_inputs[stage.name])
 
     def evaluate_and_select(self, step: int, stage: StageConfig, offset: int = 0) -> None:
         self.precise_bn(stage)

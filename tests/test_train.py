@@ -148,6 +148,22 @@ def test_frozen_layers_and_zero_multipliers_do_not_change(records, tmp_path):
         set_trainable(trainer.model, "nothing_like_this*")
 
 
+def test_a_bottleneck_stage_trains_the_heads_on_cached_features_of_the_frozen_network(records, tmp_path):
+    keras.utils.set_random_seed(0)
+    trainer, _ = make_trainer(records, tmp_path, tf.distribute.MirroredStrategy(["/cpu:0"]), bottleneck=True,
+                              trainable="new_layers")
+    before = {w.path: w.numpy() for w in trainer.model.weights}
+    trainer.run()
+    # the cache holds the "features" output of every training image, in the split's order
+    images = np.concatenate([x.numpy() for x, _ in trainer.dataset("train", 64, training=False)])
+    extractor = keras.Model(trainer.model.inputs, trainer.model.get_layer("features").output)
+    cached = np.load(tmp_path / "bottlenecks.npz")
+    assert cached["features"].shape == (32, 64)  # 40 faces less the 8 of val
+    np.testing.assert_allclose(cached["features"], extractor(images, training=False).numpy(), rtol=1e-5, atol=1e-5)
+    changed = {w.path.split("/")[0] for w in trainer.model.weights if not np.array_equal(before[w.path], w.numpy())}
+    assert changed == {"head_smile", "head_pose", "head_landmarks"}
+
+
 @pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 0.1), ("adam", 0.0), ("rmsprop", 0.0)])
 def test_lr_multipliers_scale_the_update_under_every_optimizer(optimizer, weight_decay):
     # Scaling the gradient (the old way) is undone by Adam/RMSprop and misses SGD's weight decay.

@@ -17,6 +17,10 @@ def inference_fn(model):
     """
     import tensorflow as tf
 
+    if len(model.inputs) == 1:
+        # any batch size, one trace: a split's last, smaller batch would otherwise trace again
+        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype)
+        return tf.function(lambda images: model(images, training=False), input_signature=[spec])
     return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
 

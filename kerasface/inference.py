@@ -17,11 +17,14 @@ def inference_fn(model):
     """
     import tensorflow as tf
 
+    def forward(images):
+        return model(images, training=False)
+
     if len(model.inputs) == 1:
         # any batch size, one trace: a split's last, smaller batch would otherwise trace again
         spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype)
-        return tf.function(lambda images: model(images, training=False), input_signature=[spec])
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+        return tf.function(forward, input_signature=[spec])
+    return tf.function(forward, reduce_retracing=True)
 
 
 def predict_split(forward, data, records, input_size, channels, task_names, split, batch_size=128):

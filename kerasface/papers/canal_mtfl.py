@@ -131,11 +131,11 @@ def demo_config(cfg: PaperConfig) -> PaperConfig:
     fast = dict(epochs=0.0, batch_size=32, schedule="polynomial", precise_bn_batches=10)
     # XLA where it pays (idle 2-core CPU): the multi-task TCDCN's 1,000 steps (1.12x faster steps in
     # bench_train); not the Cascade CNN (200-step unit 33 s without, 47 s with: compiling costs more
-    # than its few steps save) or the single TCDCN (45 s either way). The multi-task TCDCN keeps its
-    # 1,000 steps: the demo test holds it to 90% smile; at 60x60 800 gave 91.2%, 600 at lr 4e-3 / 6e-3
-    # 86% / 77%. Both TCDCNs run at 48x48 (60x60 in the full recipe): 0.64x the pixels, same accuracy
-    # (multi-task smile 92.0% vs 92.2%, landmark NME 24.1% vs 27.6%; single smile 88.0% vs 87.8%)
+    # than its few steps save) or the single TCDCN (45 s either way)
     xla = dict(fast, jit_compile=True)
+    # The multi-task TCDCN keeps 1,000 steps: the demo test holds it to 90% smile (at 60x60, 800 gave
+    # 91.2%; 600 at lr 4e-3 / 6e-3 86% / 77%). Both TCDCNs at 48x48 (60x60 in the full recipe): 0.64x
+    # the pixels, same accuracy (multi-task smile 92.0% vs 92.2%; single smile 88.0% vs 87.8%)
     short = {  # stage changes, input size, architecture kwargs, one unit for all attributes
         "inception_bottleneck": (dict(steps=40, batch_size=32, eval_every=40), 75, {}, True),
         "inception_finetune": (dict(steps=8, batch_size=16, eval_every=8), 75, {}, True),

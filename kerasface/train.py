@@ -37,8 +37,8 @@ from kerasface.config import (ModelConfig, PaperConfig, SourceConfig, StageConfi
                               fold_data, read_config, target_key, validate, write_config, write_json)
 from kerasface.data import DATASETS
 from kerasface.data.convert import CROPPED, WHICH_FACE, convert
-from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, fits_cache, read_manifest,
-                                     train_class_counts, union_labels)
+from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, fits_cache, pipeline_options,
+                                     read_manifest, train_class_counts, union_labels)
 from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
 from kerasface.inference import ensemble_functions, inference_fn, predict_split
 from kerasface.optim import GroupedOptimizer, set_trainable
@@ -317,13 +317,11 @@ class Trainer:
             return max(1, math.ceil(stage.epochs * self.train_records / stage.batch_size))
         raise ValueError(f"{self.unit.name}: stage {stage.name!r} sets neither steps nor epochs")
 
-    def dataset(self, split: str, batch_size: int, training: bool, input_context=None, skip_batches: int = 0,
-                sources=None):
+    def dataset(self, split: str, batch_size: int, training: bool, input_context=None, sources=None):
         m = self.unit.model
-        ds = build_dataset(self.data, split, image_size=m.input_hw, channels=m.channels,
-                           batch_size=batch_size, training=training, folder=sources or self.sources,
-                           input_context=input_context, seed=self.paper.seed)
-        return ds.skip(skip_batches) if skip_batches else ds
+        return build_dataset(self.data, split, image_size=m.input_hw, channels=m.channels,
+                             batch_size=batch_size, training=training, folder=sources or self.sources,
+                             input_context=input_context, seed=self.paper.seed)
 
     def stage_sources(self, stage: StageConfig) -> list[Source]:
         """The training data of `stage`: its own sources, or the paper's."""
@@ -337,17 +335,37 @@ class Trainer:
         return tuple(dataclasses.replace(t, loss_weight=weights.get(t.name, t.loss_weight)) for t in self.tasks)
 
     def distributed_train_data(self, stage: StageConfig, start_step: int):
+        """`stage`'s training batches from step `start_step` on, one pipeline per worker (or per CPU
+        replica, input_options): images, or a bottleneck stage's cached features."""
         global_batch = stage.batch_size
         replicas = self.strategy.num_replicas_in_sync
         sources = self.stage_sources(stage)
+        features = self.bottleneck_features() if stage.bottleneck else None
 
         def fn(ctx):
             per_replica = ctx.get_per_replica_batch_size(global_batch)
+            if features is None:
+                ds = self.dataset("train", per_replica, True, ctx, sources=sources)
+            else:
+                ds = tf.data.Dataset.from_tensor_slices(features).shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+                ds = ds.shuffle(len(features[0]), seed=self.paper.seed).repeat()
+                ds = ds.batch(per_replica, drop_remainder=True).with_options(pipeline_options(deterministic=True))
             # Each step takes one batch per local replica; skipping them replays the exact stream.
             local = replicas // ctx.num_input_pipelines
-            return self.dataset("train", per_replica, True, ctx, skip_batches=start_step * local, sources=sources)
+            return ds.skip(start_step * local) if start_step else ds
 
-        return self.strategy.distribute_datasets_from_function(fn)
+        return self.strategy.distribute_datasets_from_function(fn, self.input_options())
+
+    def input_options(self) -> tf.distribute.InputOptions:
+        """CPU replicas iterate their own pipelines. By default TensorFlow feeds each replica through a
+        per-device copy of the worker's stream; built without pipeline_options, its autotuner brings
+        back the end-of-stage stall (measured: 4-36 s at 4 of 5 stage ends of the canal demo). On GPUs
+        that copy prefetches onto the device, so the default stays (and with it the rare stall)."""
+        on_cpu = all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in self.strategy.extended.worker_devices)
+        if not (on_cpu and isinstance(self.strategy, tf.distribute.MirroredStrategy)):  # PER_REPLICA: Mirrored only
+            return tf.distribute.InputOptions()
+        return tf.distribute.InputOptions(experimental_fetch_to_device=False,
+                                          experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
 
     # -- steps
     def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int, tasks=None,
@@ -418,10 +436,7 @@ class Trainer:
         resume = f", resuming at step {start}" if start else ""
         print(f"  stage {stage.name}: {steps} steps of {stage.batch_size} ({epochs:.3g} epochs), {stage.optimizer} "
               f"lr {stage.lr:g} {stage.schedule}, trainable {stage.trainable}{resume}", file=sys.stderr)
-        if stage.bottleneck:
-            iterator = iter(self.strategy.experimental_distribute_dataset(self.bottleneck_data(stage, start)))
-        else:
-            iterator = iter(self.distributed_train_data(stage, start))
+        iterator = iter(self.distributed_train_data(stage, start))
         train_step = self.make_train_step(train_model, optimizer, stage.batch_size, self.stage_tasks(stage),
                                           stage.jit_compile)
         per_epoch = math.ceil(self.train_records / stage.batch_size)
@@ -529,7 +544,9 @@ class Trainer:
         outputs = {t.name: self.model.get_layer(f"head_{t.name}")(inputs) for t in self.tasks}
         return keras.Model(inputs, outputs, name=f"{self.model.name}_head")
 
-    def bottleneck_data(self, stage: StageConfig, start_step: int):
+    def bottleneck_features(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The frozen network's "features" output and the targets of every training image, computed
+        once per unit and cached in bottlenecks.npz."""
         cache = self.dir / "bottlenecks.npz"
         if not cache.exists():
             # compiled: an eager call dispatches InceptionV3's ops one by one (3x slower at 75x75)
@@ -543,9 +560,7 @@ class Trainer:
             np.savez(tmp, features=np.concatenate(feats), **{k: np.concatenate(v) for k, v in labels.items()})
             os.replace(tmp, cache)
         data = dict(np.load(cache))
-        feats = data.pop("features")
-        ds = tf.data.Dataset.from_tensor_slices((feats, data)).shuffle(len(feats), seed=self.paper.seed).repeat()
-        return ds.batch(stage.batch_size, drop_remainder=True).skip(start_step)
+        return data.pop("features"), data
 
 
 # ----------------------------------------------------------------------------- data preparation

@@ -112,6 +112,15 @@ def test_usable_with_distribute_datasets_from_function(records):
     assert len(images) == 2 and all(x.shape == (4, 16, 16, 3) for x in images)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_no_pipeline_starts_an_autotuning_thread(records, training):
+    # TF 2.21: deleting an iterator whose autotuner sleeps can block for up to 60 s (pipeline_options)
+    ds = build_dataset(DataConfig(), "train", image_size=(16, 16), channels=3, batch_size=4, training=training,
+                       folder=records)
+    assert ds.options().autotune.enabled is False
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+
+
 def test_jpeg_decoding_matches_pillow_so_crops_decoded_elsewhere_agree():
     import io
 

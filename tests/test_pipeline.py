@@ -64,8 +64,9 @@ def test_landmarks_follow_the_pixels_through_augmentation():
     assert 0 < flipped < 16
 
 
-def test_training_pipeline_shapes_ranges_and_determinism(records):
-    data = DataConfig(deterministic=True, shuffle_buffer=64)
+@pytest.mark.parametrize("cache", [True, False])  # uncached streams shuffle the encoded records
+def test_training_pipeline_shapes_ranges_and_determinism(records, cache):
+    data = DataConfig(deterministic=True, shuffle_buffer=64, cache=cache)
     kwargs = dict(image_size=(48, 48), channels=3, batch_size=8, training=True, folder=records, seed=1)
     a = [b for b in build_dataset(data, "train", **kwargs).take(3)]
     b = [b for b in build_dataset(data, "train", **kwargs).take(3)]

@@ -264,12 +264,16 @@ def build_dataset(
     streams = []
     for index, source in enumerate(chosen):
         ds = _source_records(data, source, split, training, input_context, _offset(seed, index))
+        shuffle = dict(buffer_size=data.shuffle_buffer, seed=_offset(seed, index), reshuffle_each_iteration=True)
+        if training and not cache:
+            # the buffer holds encoded records (kilobytes), not decoded float32 images (270 kB at 150x150)
+            ds = ds.shuffle(**shuffle).repeat()
         ds = ds.map(_masked(parse, source, labels), num_parallel_calls=autotune,
                     deterministic=data.deterministic or not training)
         if cache:
             ds = ds.cache()
-        if training:
-            ds = ds.shuffle(data.shuffle_buffer, seed=_offset(seed, index), reshuffle_each_iteration=True).repeat()
+            if training:
+                ds = ds.shuffle(**shuffle).repeat()
         streams.append(ds)
     if len(streams) == 1:
         ds = streams[0]

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerasface.config import AugmentConfig, DataConfig
-from kerasface.data.augment import augment_batch
+from kerasface.data.augment import augment_batch, inverse_transforms, random_params
 from kerasface.data.convert import convert
 from kerasface.data.pipeline import build_dataset, preprocess_image
 from mtfl_fixture import write_tiny_mtfl
@@ -43,13 +43,15 @@ def blob_image(points, size):
     return np.clip(image, 0, 255)
 
 
-def test_landmarks_follow_the_pixels_through_augmentation():
+@pytest.mark.parametrize("rotation", [20, 0])  # the projective warp, and crop_and_resize without rotation
+def test_landmarks_follow_the_pixels_through_augmentation(rotation):
     size = 64
     points = np.array([[20, 22], [44, 22], [32, 34], [24, 46], [40, 46]], np.float32)
     images = tf.constant(np.stack([blob_image(points, size)] * 16))
     targets = {"landmarks": tf.constant(np.tile((points / size).reshape(1, 10), (16, 1))),
                "pose": tf.constant([1] * 16, tf.int32)}
-    cfg = AugmentConfig(max_rotation=20, max_shift=0.08, min_scale=0.85, max_scale=1.15, brightness=0, contrast=0)
+    cfg = AugmentConfig(max_rotation=rotation, max_shift=0.08, min_scale=0.85, max_scale=1.15, brightness=0,
+                        contrast=0)
     out, moved = augment_batch(images, targets, tf.constant([3, 4], tf.int64), cfg, {"pose": (4, 3, 2, 1, 0)})
     flipped = 0
     for image, lm, pose in zip(out.numpy(), moved["landmarks"].numpy(), moved["pose"].numpy()):
@@ -62,6 +64,27 @@ def test_landmarks_follow_the_pixels_through_augmentation():
         # left eye stays on the image's left after a flip, because the identities swap
         assert pts[0, 0] < pts[1, 0] and pts[3, 0] < pts[4, 0]
     assert 0 < flipped < 16
+
+
+def test_rotation_free_augmentation_samples_the_pixels_the_projective_warp_does():
+    height, width, batch = 40, 48, 16
+    cfg = AugmentConfig(max_rotation=0, max_shift=0.08, min_scale=0.85, max_scale=1.15, brightness=0, contrast=0)
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, height, width, 3)), tf.float32)
+    seed = tf.constant([5, 6], tf.int64)
+    cropped, _ = augment_batch(images, {}, seed, cfg)
+    transforms = inverse_transforms(random_params(batch, cfg, seed), height, width)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms,
+                                                   output_shape=tf.constant([height, width]), fill_value=0.0,
+                                                   interpolation="BILINEAR", fill_mode="CONSTANT")
+    # where the sample lies inside the image both read the same four pixels; they differ only at
+    # samples less than a pixel outside it (the warp blends them with the fill value, see augment_batch)
+    t = transforms.numpy()
+    x = t[:, 0, None] * np.arange(width) + t[:, 2, None]
+    y = t[:, 4, None] * np.arange(height) + t[:, 5, None]
+    inside = (((y >= 0) & (y <= height - 1))[:, :, None] & ((x >= 0) & (x <= width - 1))[:, None, :])
+    assert inside.mean() > 0.7 and (t[:, 0] < 0).any() and (t[:, 0] > 0).any()  # flipped and not
+    np.testing.assert_allclose(cropped.numpy()[inside], warped.numpy()[inside], atol=0.01)  # of 255
+    assert np.abs(cropped.numpy()[~inside]).max() < 1e-3  # the fill value
 
 
 @pytest.mark.parametrize("cache", [True, False])  # uncached streams shuffle the encoded records

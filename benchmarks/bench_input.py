@@ -50,7 +50,8 @@ def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds:
     strategy = trainer.strategy
     real = iter(trainer.distributed_train_data(stage, 0))
     cached = trainer.dataset("train", stage.batch_size, True, sources=trainer.stage_sources(stage)).take(8).cache()
-    memory = iter(strategy.experimental_distribute_dataset(cached.repeat()))
+    # fed the way the trainer feeds its replicas (Trainer.input_options), so one traced step takes both
+    memory = iter(strategy.distribute_datasets_from_function(lambda ctx: cached.repeat(), trainer.input_options()))
     for iterator in (real, memory):  # trace, fill the cache and the shuffle buffers
         for _ in range(3):
             step(iterator)

@@ -2,9 +2,9 @@
 
 One random similarity transform per image (flip, rotation, scale, shift) is applied with a single
 `ImageProjectiveTransformV3` call per batch (or, when no rotation is asked, one
-`tf.image.crop_and_resize`: the same samples at a third of the cost at 150x150), and the same
-transform moves the landmarks. A flip also
-swaps left/right landmark identities and the classes named in `flip_permutations` (head pose).
+`tf.image.crop_and_resize`: the same samples at 2.3x the rate, benchmarks/bench_pipeline.py), and
+the same transform moves the landmarks. A flip also swaps left/right landmark identities and the
+classes named in `flip_permutations` (head pose).
 Randomness is stateless, drawn from an explicit seed, so a pipeline is reproducible when asked.
 """
 

@@ -17,6 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
+import dataclasses
 from pathlib import Path
 
 from common import best_times  # noqa: F401  (puts the repository on sys.path)
@@ -37,7 +38,8 @@ def unit_step(spec: str, model_key: str | None, records: Path):
     strategy = make_strategy()
     trainer = Trainer(unit, cfg, sources, Path(tempfile.mkdtemp(prefix="kf-input-")), strategy, progress=False,
                       all_sources=everything)
-    stage = trainer.unit.model.stages[0]
+    # a bottleneck stage trains on cached features, not images: time its images through the full model
+    stage = dataclasses.replace(trainer.unit.model.stages[0], bottleneck=False)
     with strategy.scope():
         optimizer = GroupedOptimizer(stage, 1000, trainer.model, cfg.mixed_precision)
     step = trainer.make_train_step(trainer.model, optimizer, stage.batch_size, trainer.stage_tasks(stage),

@@ -14,10 +14,10 @@ pipeline's threads share the 2 cores with the step, which is what a CPU-only hos
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
-import dataclasses
 from pathlib import Path
 
 from common import best_times  # noqa: F401  (puts the repository on sys.path)

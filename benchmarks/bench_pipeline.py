@@ -42,10 +42,11 @@ def augmentation_rate(size: int, images: int, config: AugmentConfig) -> float:
     batch = tf.random.stateless_uniform([64, size, size, 3], (0, 1), 0.0, 255.0)
     step = tf.function(lambda seed: augment_batch(batch, {}, seed, config)[0])
     step(tf.constant([0, 0], tf.int64)).numpy()  # trace
+    batches = max(1, images // 64)
     start = time.perf_counter()
-    for i in range(max(1, images // 64)):
+    for i in range(batches):
         step(tf.constant([i, 1], tf.int64)).numpy()
-    return max(1, images // 64) * 64 / (time.perf_counter() - start)
+    return batches * 64 / (time.perf_counter() - start)
 
 
 def main() -> int:

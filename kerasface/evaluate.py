@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from kerasface.config import PaperConfig, TaskConfig, fold_data, read_config, target_key, write_json
-from kerasface.data.pipeline import manifest_labels, read_manifest
+from kerasface.data.pipeline import manifest_labels, read_manifest, split_of, union_labels
 from kerasface.data.convert import describe_balance
 from kerasface.grids import write_grids
-from kerasface.inference import ensemble_functions, inference_fn, predict_split, records_folder
+from kerasface.inference import ensemble_functions, inference_fn, predict_dataset, records_folder, split_dataset
 
 
 def unit_task(task: dict) -> TaskConfig:
@@ -153,6 +153,26 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
     # every source, so the run's table lines up): flickr_depth's gender branch skips FER2013
     wanted = {target_key(unit_task(t)) for t in record["tasks"]}
     labelling = [s for s in sources if wanted & set(s.tasks or manifest_labels(read_manifest(s.folder)))]
+    forwards = [forward, *(ensemble or ())]
+    size, channels = record["input_size"], record["channels"]
+    parts = {}  # (source, split name) -> (outputs of each forward, targets in the labelling sources' layout)
+
+    def predict(name: str, chosen: list) -> tuple[list[dict], dict]:
+        """Outputs (one dict per forward) and targets of split `name` over `chosen`: their parts end to
+        end, as build_dataset concatenates them. Each part is predicted once, so "fer2013/val" reuses
+        what "val" predicted; targets keep the labels of `chosen` (and the non-label "landmarks")."""
+        _, having = split_of(name, chosen, data.folds)
+        for s in having:
+            if (s.name, name) not in parts:
+                ds = split_dataset(data, labelling, size, channels, f"{s.name}/{name}")
+                parts[s.name, name] = predict_dataset(forwards, ds, names)
+        hidden = set(union_labels(labelling)) - set(union_labels(chosen))
+        runs = [{k: np.concatenate([parts[s.name, name][0][i][k] for s in having]) for k in names}
+                for i in range(len(forwards))]
+        first = parts[having[0].name, name][1]
+        targets = {k: np.concatenate([parts[s.name, name][1][k] for s in having]) for k in first if k not in hidden}
+        return runs, targets
+
     saved, not_run = {}, []
     for split in splits:
         owner, _, name = split.rpartition("/")
@@ -164,21 +184,18 @@ def evaluate_unit(forward, unit_dir: Path, cfg: PaperConfig, ensemble=None) -> d
             record[split] = {}
             not_run.append(split)  # no predictions saved: ensembles skip it
             continue
-        outputs, targets = predict_split(forward, data, chosen, record["input_size"], record["channels"],
-                                         names, split)
+        (outputs, *runs), targets = predict(name, chosen)
         saved.update({f"{split}|output|{k}": v for k, v in outputs.items()})
         saved.update({f"{split}|target|{k}": v for k, v in targets.items()})
         reference = reference_split(split, splits)
-        reports = task_reports(outputs, targets, record["tasks"], record["input_size"],
+        reports = task_reports(outputs, targets, record["tasks"], size,
                                record.get(f"{reference}_metrics") if reference else None)
         record[f"{split}_metrics"] = reports
         record[split] = {k: headline(v) for k, v in reports.items() if v.get("count", 1)}
         if ensemble:
-            runs = [predict_split(f, data, chosen, record["input_size"], record["channels"], names, split)[0]
-                    for f in ensemble]
             averaged = {k: kinds[k].average([r[k] for r in runs]) for k in names}
             record[f"{split}_ensemble_metrics"] = task_reports(
-                averaged, targets, record["tasks"], record["input_size"],
+                averaged, targets, record["tasks"], size,
                 record.get(f"{reference}_ensemble_metrics") if reference else None)
             record["ensemble_size"] = len(ensemble)
         if split.rpartition("/")[2] == "test" or split == splits[-1]:

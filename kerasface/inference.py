@@ -29,18 +29,37 @@ def inference_fn(model):
 
 def predict_split(forward, data, records, input_size, channels, task_names, split, batch_size=128):
     """Outputs of `forward` (see `inference_fn`) and targets over a whole split, as NumPy arrays."""
+    outputs, targets = predict_dataset([forward], split_dataset(data, records, input_size, channels, split,
+                                                                batch_size), task_names)
+    return outputs[0], targets
+
+
+def split_dataset(data, records, input_size, channels, split, batch_size=128):
+    """The batches of an evaluation split. Kept and iterated again, it is not rebuilt (its parse
+    function traced anew) and, when the split fits the cache, not decoded again."""
     from kerasface.data.pipeline import build_dataset
 
-    outputs, targets = {}, {}
-    ds = build_dataset(data, split, image_size=input_size, channels=channels, batch_size=batch_size,
-                       training=False, folder=records)
+    return build_dataset(data, split, image_size=input_size, channels=channels, batch_size=batch_size,
+                         training=False, folder=records)
+
+
+def predict_dataset(forwards, ds, task_names) -> tuple[list[dict], dict]:
+    """The outputs of each of `forwards` and the targets over `ds`, as NumPy arrays: every forward
+    runs on each batch as it comes, so several models (an ensemble) read and decode the split once."""
+    outputs, targets = [{} for _ in forwards], {}
     for images, target in ds:
-        out = forward(images)
-        for name in task_names:
-            outputs.setdefault(name, []).append(np.asarray(out[name], np.float32))
+        for forward, collected in zip(forwards, outputs):
+            out = forward(images)
+            for name in task_names:
+                collected.setdefault(name, []).append(np.asarray(out[name], np.float32))
         for name, value in target.items():
             targets.setdefault(name, []).append(value.numpy())
-    return {k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in targets.items()}
+    return [concatenate(o) for o in outputs], concatenate(targets)
+
+
+def concatenate(parts: dict) -> dict:
+    """{name: [array, ...]} -> {name: one array}."""
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def records_folder(unit_dir: str | os.PathLike, recorded: str) -> Path:

@@ -40,7 +40,7 @@ from kerasface.data.convert import CROPPED, WHICH_FACE, convert
 from kerasface.data.pipeline import (Source, as_sources, build_dataset, epoch_records, fits_cache, pipeline_options,
                                      read_manifest, train_class_counts, union_labels)
 from kerasface.evaluate import evaluate_unit, evaluated_splits, write_reports
-from kerasface.inference import ensemble_functions, inference_fn, predict_split
+from kerasface.inference import ensemble_functions, inference_fn, predict_dataset, split_dataset
 from kerasface.optim import GroupedOptimizer, set_trainable
 from kerasface.papers import PAPERS, paper_config
 from kerasface.production import PRODUCTION, assemble_production
@@ -304,6 +304,7 @@ class Trainer:
             self.best_score = tf.Variable(-np.inf, trainable=False, dtype=tf.float32, name="best_score")
         self.forward = inference_fn(self.model)  # compiled once, reused by every validation
         self.precise_bn_inputs: dict[str, tuple] = {}  # per stage: precise BN's batches, its compiled pass
+        self.eval_data: dict[str, tf.data.Dataset] = {}  # per split, see predict
         self.writer = tf.summary.create_file_writer(str(unit_dir / "logs"))
         # validation history survives a kill: entries are written as they are made and read back here
         self.history_path = unit_dir / "history.json"
@@ -374,9 +375,11 @@ class Trainer:
                                jit_compile)
 
     def predict(self, split: str):
-        m = self.unit.model
-        return predict_split(self.forward, self.data, self.sources, m.input_hw, m.channels,
-                             [t.name for t in self.tasks], split)
+        if split not in self.eval_data:  # built once: every validation iterates the same dataset
+            m = self.unit.model
+            self.eval_data[split] = split_dataset(self.data, self.sources, m.input_hw, m.channels, split)
+        outputs, targets = predict_dataset([self.forward], self.eval_data[split], [t.name for t in self.tasks])
+        return outputs[0], targets
 
     def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
         """Validation score (the mean score of the tasks that count in it, see HeadKind.counts_in_score),

@@ -303,7 +303,7 @@ class Trainer:
             self.best_task_loss = {t.name: tf.Variable(np.inf, trainable=False, dtype=tf.float32) for t in self.tasks}
             self.best_score = tf.Variable(-np.inf, trainable=False, dtype=tf.float32, name="best_score")
         self.forward = inference_fn(self.model)  # compiled once, reused by every validation
-        self.precise_bn_inputs: dict[str, tuple] = {}  # per stage: precise BN's batches, its compiled pass
+        self.precise_bn_inputs: dict[tuple, tuple] = {}  # precise BN's batches, its compiled pass (precise_bn)
         self.eval_data: dict[str, tf.data.Dataset] = {}  # per split, see predict
         self.writer = tf.summary.create_file_writer(str(unit_dir / "logs"))
         # validation history survives a kill: entries are written as they are made and read back here
@@ -495,7 +495,11 @@ class Trainer:
         """Recompute BatchNorm statistics on a fixed, seeded sample of un-augmented training batches."""
         if stage.precise_bn_batches <= 0 or stage.bottleneck:
             return
-        if stage.name not in self.precise_bn_inputs:
+        # stages that update the same layers from the same batches share them and their compiled pass
+        # (wang_joint's two phases): tracing it again costs seconds for a deep net
+        key = (stage.trainable, stage.batch_size, stage.precise_bn_batches,
+               tuple(s.name for s in self.stage_sources(stage)))
+        if key not in self.precise_bn_inputs:
             m = self.unit.model
             data = dataclasses.replace(self.data, augment=None, cache=False, deterministic=True)
             ds = build_dataset(data, "train", image_size=m.input_hw, channels=m.channels,
@@ -505,9 +509,9 @@ class Trainer:
             # shuffle buffer refilled) at each evaluation
             if fits_cache(self.data, stage.precise_bn_batches * stage.batch_size, m.input_hw, m.channels):
                 ds = ds.cache()
-            # traced per stage: a stage's `trainable` decides which layers update
-            self.precise_bn_inputs[stage.name] = ds, batch_statistics_fn(self.model)
-        recalibrate_batchnorm(self.model, *self.precise_bn_inputs[stage.name])
+            # a stage's `trainable` decides which layers update
+            self.precise_bn_inputs[key] = ds, batch_statistics_fn(self.model)
+        recalibrate_batchnorm(self.model, *self.precise_bn_inputs[key])
 
     def evaluate_and_select(self, step: int, stage: StageConfig, offset: int = 0) -> None:
         self.precise_bn(stage)

@@ -25,7 +25,7 @@ from common import best_times  # noqa: F401  (puts the repository on sys.path)
 
 from kerasface.optim import GroupedOptimizer  # noqa: E402
 from kerasface.papers import PAPERS, paper_config  # noqa: E402
-from kerasface.train import Trainer, make_strategy, plan_units, stage_only_sources, unit_sources  # noqa: E402
+from kerasface.train import Trainer, input_options, make_strategy, plan_units, stage_only_sources, unit_sources  # noqa: E402
 
 
 def unit_step(spec: str, model_key: str | None, records: Path):
@@ -52,8 +52,8 @@ def measure(spec: str, model_key: str | None, records: Path, steps: int, rounds:
     strategy = trainer.strategy
     real = iter(trainer.distributed_train_data(stage, 0))
     cached = trainer.dataset("train", stage.batch_size, True, sources=trainer.stage_sources(stage)).take(8).cache()
-    # fed the way the trainer feeds its replicas (Trainer.input_options), so one traced step takes both
-    memory = iter(strategy.distribute_datasets_from_function(lambda ctx: cached.repeat(), trainer.input_options()))
+    # fed the way the trainer feeds its replicas (kerasface.train.input_options), so one traced step takes both
+    memory = iter(strategy.distribute_datasets_from_function(lambda ctx: cached.repeat(), input_options(strategy)))
     for iterator in (real, memory):  # trace, fill the cache and the shuffle buffers
         for _ in range(3):
             step(iterator)

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from kerasface.config import AugmentConfig, DataConfig
 from kerasface.data.augment import augment_batch
-from kerasface.data.pipeline import build_dataset, read_manifest, split_files
+from kerasface.data.pipeline import build_dataset, pipeline_options, read_manifest, split_files
 
 
 def images_per_second(ds, images: int) -> float:
@@ -88,7 +88,8 @@ def main() -> int:
                    .map(lambda r: tf.io.decode_jpeg(tf.io.parse_single_example(r, spec)["image/encoded"], channels=3,
                                                     dct_method="INTEGER_ACCURATE"),  # the pipeline's decoder
                         num_parallel_calls=autotune)
-                   .repeat().batch(64).prefetch(autotune))
+                   .repeat().batch(64).prefetch(autotune)
+                   .with_options(pipeline_options(deterministic=False)))  # the pipelines' options
     base = images_per_second(decode_only, args.images)
     print(f"decode-only loop over the train shards: {base:.0f} img/s (baseline)")
     for size in args.size:

@@ -45,10 +45,11 @@ from benchmarks.common import best_times, seconds_per_call  # noqa: E402
 from benchmarks.flops import flops_per_image  # noqa: E402
 from kerasface.architectures import ARCHITECTURES  # noqa: E402
 from kerasface.config import ModelConfig, StageConfig, TaskConfig, target_key  # noqa: E402
+from kerasface.data.pipeline import pipeline_options  # noqa: E402
 from kerasface.inference import inference_fn  # noqa: E402
 from kerasface.optim import GroupedOptimizer, make_optimizer  # noqa: E402
 from kerasface.tasks import head_kind  # noqa: E402
-from kerasface.train import make_strategy, make_train_step  # noqa: E402
+from kerasface.train import input_options, make_strategy, make_train_step  # noqa: E402
 
 IDENTITIES = 1000  # identity softmax classes of the identity networks (--identities)
 
@@ -159,7 +160,12 @@ def bench(case: Case, batch: int, steps: int, rounds: int, warmup: int = 2) -> R
         optimizer = GroupedOptimizer(stage, 1000, model)
     active = {t.name: tf.constant(1.0) for t in tasks}
     step_fn = make_train_step(strategy, model, optimizer, tasks, active, batch)  # head_kind(kind).loss per task
-    iterator = iter(strategy.experimental_distribute_dataset(ds))
+
+    def fed(ctx):  # as the trainer feeds its replicas: non-autotuned pipelines, per replica on CPUs
+        per_replica = batches(case.size, case.channels, tasks, ctx.get_per_replica_batch_size(batch))
+        return per_replica.with_options(pipeline_options(deterministic=True))
+
+    iterator = iter(strategy.distribute_datasets_from_function(fed, input_options(strategy)))
     xla_fn = make_train_step(strategy, model, optimizer, tasks, active, batch, jit_compile=True)
     for _ in range(warmup):
         step_fn(iterator)

@@ -15,6 +15,7 @@ are not retrained. SIGTERM / Ctrl-C save a checkpoint at the current step before
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -279,6 +280,18 @@ def recalibrate_batchnorm(model, batches, statistics=None) -> int:
     return count
 
 
+def input_options(strategy) -> tf.distribute.InputOptions:
+    """CPU replicas iterate their own pipelines. By default TensorFlow feeds each replica through a
+    per-device copy of the worker's stream; built without pipeline_options, its autotuner brings
+    back the end-of-stage stall (measured: 4-36 s at 4 of 5 stage ends of the canal demo). On GPUs
+    that copy prefetches onto the device, so the default stays (and with it the rare stall)."""
+    on_cpu = all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in strategy.extended.worker_devices)
+    if not (on_cpu and isinstance(strategy, tf.distribute.MirroredStrategy)):  # PER_REPLICA: Mirrored only
+        return tf.distribute.InputOptions()
+    return tf.distribute.InputOptions(experimental_fetch_to_device=False,
+                                      experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
+
+
 class Trainer:
     """Trains one Unit through its stages, with checkpoints, evaluation and early stopping."""
 
@@ -355,18 +368,7 @@ class Trainer:
             local = replicas // ctx.num_input_pipelines
             return ds.skip(start_step * local) if start_step else ds
 
-        return self.strategy.distribute_datasets_from_function(fn, self.input_options())
-
-    def input_options(self) -> tf.distribute.InputOptions:
-        """CPU replicas iterate their own pipelines. By default TensorFlow feeds each replica through a
-        per-device copy of the worker's stream; built without pipeline_options, its autotuner brings
-        back the end-of-stage stall (measured: 4-36 s at 4 of 5 stage ends of the canal demo). On GPUs
-        that copy prefetches onto the device, so the default stays (and with it the rare stall)."""
-        on_cpu = all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in self.strategy.extended.worker_devices)
-        if not (on_cpu and isinstance(self.strategy, tf.distribute.MirroredStrategy)):  # PER_REPLICA: Mirrored only
-            return tf.distribute.InputOptions()
-        return tf.distribute.InputOptions(experimental_fetch_to_device=False,
-                                          experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
+        return self.strategy.distribute_datasets_from_function(fn, input_options(self.strategy))
 
     # -- steps
     def make_train_step(self, model, optimizer: GroupedOptimizer, global_batch: int, tasks=None,
@@ -700,11 +702,34 @@ def unit_record(unit: Unit, sources: list[Source], labels: dict) -> dict:
     }
 
 
+class PhaseClock:
+    """Wall seconds per phase of a run (data, training, evaluation, ...), printed when it ends, so a
+    user sees where the time went."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.seconds.items())
+        return f"time: {parts}; total {time.perf_counter() - self.started:.0f} s"
+
+
 def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: str | None,
                 records_root: Path = Path("tfrecords"), strategy=None, progress: bool = True,
-                required: frozenset[str] = frozenset()) -> dict:
+                required: frozenset[str] = frozenset(), clock: PhaseClock | None = None) -> dict:
     """Train, evaluate and export every unit; a unit whose pretrained weights file is missing is
-    skipped and reported (results.md says so) unless its model key is in `required`."""
+    skipped and reported (results.md says so) unless its model key is in `required`. `clock`
+    collects the seconds of each phase."""
+    clock = clock or PhaseClock()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -716,8 +741,9 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     name = ("MultiWorkerMirroredStrategy, " + ("chief" if chief else "not chief")) if multi_worker else type(strategy).__name__
     print(f"run folder: {run_dir}  ({strategy.num_replicas_in_sync} replica(s), {name})", file=sys.stderr)
     crops = sorted({u.crop for u in units})
-    records = {crop: unit_sources(cfg, crop, data_root, records_root) for crop in crops}
-    extra = {crop: unit_sources(cfg, crop, data_root, records_root, stage_only_sources(cfg)) for crop in crops}
+    with clock.phase("data"):
+        records = {crop: unit_sources(cfg, crop, data_root, records_root) for crop in crops}
+        extra = {crop: unit_sources(cfg, crop, data_root, records_root, stage_only_sources(cfg)) for crop in crops}
     skipped_path = run_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     for number, unit in enumerate(units, start=1):
@@ -740,7 +766,8 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
             continue
         skipped.pop(unit.name, None)
         unit_dir.mkdir(parents=True, exist_ok=True)
-        model = trainer.run()
+        with clock.phase("training"):
+            model = trainer.run()
         model.save(unit_dir / "model.keras")
         unit = trainer.unit  # its tasks as trained (class counts taken from the data)
         record = unit_record(unit, records[unit.crop], trainer.label_names)
@@ -749,7 +776,8 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
         write_json(unit_dir / "unit.json", record)
         # the validation function serves here too: it already holds the best weights, no new trace
         # on workers too: it marks the unit done for a rerun
-        evaluate_unit(trainer.forward, unit_dir, cfg, ensemble=ensemble_functions(unit.model, unit_dir))
+        with clock.phase("evaluation"):
+            evaluate_unit(trainer.forward, unit_dir, cfg, ensemble=ensemble_functions(unit.model, unit_dir))
     write_json(run_dir / "skipped.json", skipped)
     if not chief:
         return {}
@@ -761,7 +789,8 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
     if cfg.protocols:
         from kerasface.protocols import run_protocols
 
-        run_protocols(cfg, run_dir, lambda protocol: protocol_root(cfg, protocol))
+        with clock.phase("protocols"):
+            run_protocols(cfg, run_dir, lambda protocol: protocol_root(cfg, protocol))
     return write_reports(run_dir)
 
 
@@ -837,6 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     owners = recipe_flags(parser)
     args = parser.parse_args(argv)
     def body() -> None:
+        clock = PhaseClock()
         recipe = PAPERS.get(args.paper.partition(":")[0])
         for flag, owner in owners.items():
             if owner != recipe.name and getattr(args, _dest(flag)) is not None:
@@ -856,9 +886,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"paper": cfg.name, "units": [u.name for u in units]}), file=sys.stderr)
         export_dir = None if args.no_export else args.export or ("models" if cfg.demo else None)
         reports = train_paper(cfg, run_dir, units, args.data, Path(args.records), progress=not args.no_progress,
-                              required=frozenset(args.model))
+                              required=frozenset(args.model), clock=clock)
         if export_dir and reports:  # reports: this process is the chief
-            export_run(run_dir, Path(export_dir), cfg.name + (f"_{cfg.variant}" if cfg.variant else ""))
+            with clock.phase("export"):
+                export_run(run_dir, Path(export_dir), cfg.name + (f"_{cfg.variant}" if cfg.variant else ""))
+        print(clock.summary(), file=sys.stderr)
 
     return run_command(body)
 

@@ -5,6 +5,7 @@ does not collapse to one class in inference mode (precise BN)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,9 @@ def test_demo_multitask_tcdcn_reaches_90_percent_smile(demo_dir):
     done = train_demo(tmp_path, "--model", "tcdcn_multitask", "--run-dir", "run")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rendering the synthetic mtfl demo dataset (not real faces)" in done.stderr
+    # where the time went, one line at the end: every phase this run had, in order
+    assert re.search(r"^time: data \d+ s, training \d+ s, evaluation \d+ s, export \d+ s; total \d+ s$",
+                     done.stderr, re.MULTILINE), done.stderr[-500:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     test = metrics["models"]["tcdcn_multitask-nose_centred_150-all"]["test"]
     assert test["smile"]["accuracy"] >= 0.90, test["smile"]

@@ -162,7 +162,7 @@ def test_a_bottleneck_stage_trains_the_heads_on_cached_features_of_the_frozen_ne
     np.testing.assert_allclose(cached["features"], extractor(images, training=False).numpy(), rtol=1e-5, atol=1e-5)
     changed = {w.path.split("/")[0] for w in trainer.model.weights if not np.array_equal(before[w.path], w.numpy())}
     assert changed == {"head_smile", "head_pose", "head_landmarks"}
-    # CPU replicas iterate their own pipelines, which start no autotuning thread (Trainer.input_options)
+    # CPU replicas iterate their own pipelines, which start no autotuning thread (kerasface.train.input_options)
     stream = iter(trainer.distributed_train_data(trainer.unit.model.stages[0], 0))
     pipeline = stream._iterators[0]._iterator
     assert isinstance(pipeline, tf.data.Iterator) and pipeline._dataset.options().autotune.enabled is False

@@ -797,23 +797,40 @@ def train_paper(cfg: PaperConfig, run_dir: Path, units: list[Unit], data_root: s
 def export_run(run_dir: Path, models_dir: Path, name: str) -> None:
     """What `python -m kerasface.export` makes of a run: MODELS_DIR/NAME/<version>/ (SavedModel),
     MODELS_DIR/NAME.tflite (fp32) and NAME-int8.tflite, each .tflite with its parity report, and
-    MODELS_DIR/NAME_photo/<version>/ when the recipe has photo_tasks."""
-    from kerasface.export.__main__ import main as export_main
+    MODELS_DIR/NAME_photo/<version>/ when the recipe has photo_tasks. Each step prints the command
+    that repeats it; the three share one serving graph (the models loaded, the float SavedModel the
+    converter reads written, once)."""
+    from kerasface.export.__main__ import saved_model, tflite
+    from kerasface.export.graph import serving_graph
+    from kerasface.export.photo import select_photo_heads
+    from kerasface.export.run import load_run, select_heads
 
     cfg = read_config(run_dir / "config.json")
+    model = None
     # a branching recipe deploys its production model alone: every task and the embedding in one pass
-    only = ["--model", PRODUCTION] if cfg.branches and any((run_dir / "models").glob(f"{PRODUCTION}-*/model.keras")) else []
+    if cfg.branches and any((run_dir / "models").glob(f"{PRODUCTION}-*/model.keras")):
+        model = PRODUCTION
     if cfg.deploy and any((run_dir / "models").glob(f"{cfg.deploy}-*/model.keras")):
-        only = ["--model", cfg.deploy]
-    commands = [["saved-model", str(run_dir), "--name", name, "--out", str(models_dir), *only],
-                ["tflite", str(run_dir), "--quant", "none", "--out", str(models_dir / f"{name}.tflite"), *only],
-                ["tflite", str(run_dir), "--quant", "int8", "--out", str(models_dir / f"{name}-int8.tflite"), *only]]
+        model = cfg.deploy
+    only = ["--model", model] if model else []
+    run = load_run(run_dir)
+    selection = select_heads(run, model)
+    graph = serving_graph(selection)
+    steps = [(["saved-model", str(run_dir), "--name", name, "--out", str(models_dir), *only],
+              lambda: saved_model(run, selection, name, models_dir, graph=graph))]
+    for quant, file in (("none", f"{name}.tflite"), ("int8", f"{name}-int8.tflite")):
+        steps.append((["tflite", str(run_dir), "--quant", quant, "--out", str(models_dir / file), *only],
+                      lambda quant=quant, file=file: tflite(run, selection, quant, models_dir / file, graph=graph)))
     if cfg.photo_tasks:  # and the one-photo deployable (kerasface.export.photo)
-        commands.append(["saved-model", str(run_dir), "--name", f"{name}_photo", "--out", str(models_dir), "--photo"])
-    for command in commands:
+        steps.append((["saved-model", str(run_dir), "--name", f"{name}_photo", "--out", str(models_dir), "--photo"],
+                      lambda: saved_model(run, select_photo_heads(run, None), f"{name}_photo", models_dir)))
+    for command, step in steps:
         print(f"python -m kerasface.export {' '.join(command)}", file=sys.stderr)
-        if export_main(command) != 0:
-            raise RuntimeError(f"export of {run_dir} failed: python -m kerasface.export {' '.join(command)}")
+        try:
+            step()
+        except Exception as exc:
+            raise RuntimeError(f"export of {run_dir} failed: python -m kerasface.export {' '.join(command)}: "
+                               f"{exc}") from exc
 
 
 def _recipe_help(recipe) -> str:

@@ -62,6 +62,35 @@ def _notes(selection) -> None:
         _log(f"note: {note}")
 
 
+def saved_model(run, selection, name: str, out, version: int | None = None, verify: bool = True,
+                graph=None) -> Path:
+    """The saved-model command on a loaded run: export, then print its one JSON line."""
+    from kerasface.export.saved_model import export_saved_model
+
+    _notes(selection)
+    path = export_saved_model(run, selection, name, out, version, verify=verify, log=_log, graph=graph)
+    print(json.dumps({"saved_model": str(path), "version": int(path.name),
+                      "heads": {t: u.name for t, u in selection.heads.items()}}))
+    return path
+
+
+def tflite(run, selection, quant: str, out: Path, samples: int = 128, io: str = "float32", parity: bool = True,
+           max_images: int | None = None, graph=None) -> Path:
+    """The tflite command on a loaded run: convert, write the parity report, print its JSON line.
+    `graph`: a serving graph shared between conversions (its float SavedModel written once)."""
+    from kerasface.export.tflite import attach_parity, export_tflite, format_parity, parity_report, sidecar_path
+
+    _notes(selection)
+    path = export_tflite(run, selection, quant, out, samples=samples, log=_log, io=io, graph=graph)
+    _log(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB) and {sidecar_path(path)}")
+    if parity:
+        report = parity_report(run, path, max_images=max_images)
+        attach_parity(path, report)
+        print(format_parity(report))
+    print(json.dumps({"tflite": str(path), "json": str(sidecar_path(path))}))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -74,33 +103,19 @@ def main(argv: list[str] | None = None) -> int:
             check_io(args.quant, args.io)  # before loading anything
         run = load_run(args.run_dir)
         if args.command == "saved-model":
-            from kerasface.export.saved_model import export_saved_model
-
             if args.photo:
                 from kerasface.export.photo import select_photo_heads
 
                 selection = select_photo_heads(run, args.tasks.split(",") if args.tasks else None)
             else:
                 selection = select_heads(run, args.model)
-            _notes(selection)
-            path = export_saved_model(run, selection, args.name, args.out, args.version,
-                                      verify=not args.no_verify, log=_log)
-            print(json.dumps({"saved_model": str(path), "version": int(path.name),
-                              "heads": {t: u.name for t, u in selection.heads.items()}}))
+            saved_model(run, selection, args.name, args.out, args.version, verify=not args.no_verify)
         elif args.command == "tflite":
-            from kerasface.export.tflite import (attach_parity, default_tflite_path, export_tflite, format_parity,
-                                                 parity_report, sidecar_path)
+            from kerasface.export.tflite import default_tflite_path
 
-            selection = select_heads(run, args.model)
-            _notes(selection)
             out = Path(args.out) if args.out else default_tflite_path(run, args.quant, args.model, args.io)
-            path = export_tflite(run, selection, args.quant, out, samples=args.samples, log=_log, io=args.io)
-            _log(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB) and {sidecar_path(path)}")
-            if not args.no_parity:
-                report = parity_report(run, path, max_images=args.max_images)
-                attach_parity(path, report)
-                print(format_parity(report))
-            print(json.dumps({"tflite": str(path), "json": str(sidecar_path(path))}))
+            tflite(run, select_heads(run, args.model), args.quant, out, args.samples, args.io,
+                   parity=not args.no_parity, max_images=args.max_images)
         elif args.command == "parity":
             from kerasface.export.tflite import format_parity, parity_report
 

@@ -19,6 +19,8 @@ for `serve_float`, the decoded image for the bytes and tf.Example inputs). Train
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -269,6 +271,18 @@ class ServingGraph:
                                [tf.TensorSpec([None], tf.string, name=BYTES_INPUT)]))
         result.append(("labels", labels, [tf.TensorSpec([None], tf.int32, name=LABELS_INPUT)]))
         return result
+
+    def float_saved_model(self) -> str:
+        """The folder of this graph's serving_default-only SavedModel (what the TFLite converter
+        reads), written on first use and removed with the graph: converting one graph to several
+        quantisations writes and traces it once."""
+        return self._float_folder.name
+
+    @functools.cached_property
+    def _float_folder(self):
+        folder = tempfile.TemporaryDirectory(prefix="kerasface-float-")
+        self.archive(float_only=True).write_out(folder.name, verbose=False)
+        return folder
 
     def archive(self, float_only: bool = False):
         """A keras.export.ExportArchive with the models tracked and the signatures added."""

@@ -222,10 +222,12 @@ def verify_export(folder: Path, graph: ServingGraph, atol: float = 1e-5) -> floa
 
 
 def export_saved_model(run: Run, selection: Selection, name: str, out: str | Path = "models",
-                       version: int | None = None, verify: bool = True, log=print, float_only: bool = False) -> Path:
+                       version: int | None = None, verify: bool = True, log=print, float_only: bool = False,
+                       graph: ServingGraph | None = None) -> Path:
     """Write models/NAME/<version>/ and return its path. `float_only`: serving_default alone, no
     warm-up requests (a SavedModel for kerasface.predict in this process, as verify and identify
-    use: tracing the other signatures is most of an export's time)."""
+    use: tracing the other signatures is most of an export's time). `graph`: the selection's
+    serving graph when the caller holds one (its models already loaded)."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: expected a plain model name")
     base = Path(out) / name
@@ -241,7 +243,7 @@ def export_saved_model(run: Run, selection: Selection, name: str, out: str | Pat
     tmp = base / f".tmp-{version}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    graph = serving_graph(selection)
+    graph = graph or serving_graph(selection)
     log(f"exporting {', '.join(t.name for t in graph.tasks)} from "
         f"{', '.join(h.unit.name for h in graph.heads)} -> {final}")
     try:

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -162,11 +161,9 @@ def convert(graph: ServingGraph, quant: str, run: Run | None = None, samples: in
             for x in calib:
                 yield {FLOAT_INPUT: x[None]}
 
-    with tempfile.TemporaryDirectory(prefix="kerasface-tflite-") as tmp:
-        graph.archive(float_only=True).write_out(tmp, verbose=False)
-        with warnings.catch_warnings():  # the int8 calibrator uses tf.lite.Interpreter internally
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            return _converter(tmp, quant, representative, io).convert()
+    with warnings.catch_warnings():  # the int8 calibrator uses tf.lite.Interpreter internally
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        return _converter(graph.float_saved_model(), quant, representative, io).convert()
 
 
 def op_summary(model_content: bytes) -> dict:

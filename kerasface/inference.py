@@ -27,13 +27,6 @@ def inference_fn(model):
     return tf.function(forward, reduce_retracing=True)
 
 
-def predict_split(forward, data, records, input_size, channels, task_names, split, batch_size=128):
-    """Outputs of `forward` (see `inference_fn`) and targets over a whole split, as NumPy arrays."""
-    outputs, targets = predict_dataset([forward], split_dataset(data, records, input_size, channels, split,
-                                                                batch_size), task_names)
-    return outputs[0], targets
-
-
 def split_dataset(data, records, input_size, channels, split, batch_size=128):
     """The batches of an evaluation split. Kept and iterated again, it is not rebuilt (its parse
     function traced anew) and, when the split fits the cache, not decoded again."""

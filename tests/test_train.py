@@ -406,12 +406,12 @@ def test_precise_bn_sets_moving_statistics_to_the_mean_of_batch_statistics():
 
 
 def test_predicting_a_split_with_a_smaller_last_batch_traces_the_model_once(records, tmp_path):
-    from kerasface.inference import predict_split
+    from kerasface.inference import predict_dataset, split_dataset
 
     trainer, _ = make_trainer(records, tmp_path, tf.distribute.MirroredStrategy(["/cpu:0"]))
     m = trainer.unit.model
-    outputs, targets = predict_split(trainer.forward, trainer.data, trainer.sources, m.input_hw, m.channels,
-                                     ["smile"], "train", batch_size=5)  # 32 faces: 6 batches of 5, one of 2
+    ds = split_dataset(trainer.data, trainer.sources, m.input_hw, m.channels, "train", batch_size=5)
+    (outputs,), targets = predict_dataset([trainer.forward], ds, ["smile"])  # 32 faces: 6 batches of 5, one of 2
     assert outputs["smile"].shape == (32, 2) and len(targets["smile"]) == 32
     assert trainer.forward.experimental_get_tracing_count() == 1
     images = next(iter(trainer.dataset("train", 5, training=False)))[0]
